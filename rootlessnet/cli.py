@@ -1,0 +1,130 @@
+"""Command-line entry points: `rootlessnet SUBCOMMAND ...` and `python -m rootlessnet`.
+
+Every user mistake ends as one line on stderr and a non-zero exit status;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from rootlessnet import __version__
+from rootlessnet.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line that says what to do."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _command(rest: list[str]) -> list[str]:
+    return rest[1:] if rest[:1] == ["--"] else rest
+
+
+def _default_state_dir(value: str | None) -> str:
+    value = value or os.environ.get("ROOTLESSNET_STATE_DIR") or os.environ.get("ROOTLESSKIT_STATE_DIR")
+    if not value:
+        raise UserError("no instance given: use --state-dir DIR (or set ROOTLESSKIT_STATE_DIR)")
+    return value
+
+
+def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    from rootlessnet.ns.launcher import NETS, REAPERS
+    from rootlessnet.ns.idmap import SUBID_SOURCES
+    from rootlessnet.ns.syscalls import PROPAGATION
+
+    p = sub.add_parser("run", help="run a command in new rootless namespaces",
+                       description="Run CMD in a new user + mount (+ network) namespace as uid 0, rootlesskit-style.")
+    p.add_argument("--net", default="none", choices=NETS, help="network: none (lo only) or host (default: none)")
+    p.add_argument("--detach-netns", action="store_true", help="keep CMD in the host netns; pin a new netns at STATE/netns")
+    p.add_argument("--pidns", action="store_true", help="new PID namespace with a fresh /proc")
+    p.add_argument("--utsns", action="store_true", help="new UTS namespace")
+    p.add_argument("--ipcns", action="store_true", help="new IPC namespace")
+    p.add_argument("--cgroupns", action="store_true", help="new cgroup namespace")
+    p.add_argument("--reaper", default="auto", choices=REAPERS, help="reap zombies (auto: with --pidns)")
+    p.add_argument("--copy-up", action="append", default=[], metavar="DIR", help="make DIR writable (tmpfs + symlinks to the original); repeatable")
+    p.add_argument("--copy-up-mode", default="tmpfs+symlink", choices=["tmpfs+symlink"], help=argparse.SUPPRESS)
+    p.add_argument("--propagation", default="rprivate", choices=sorted(PROPAGATION), help="mount propagation of / (default rprivate)")
+    p.add_argument("--state-dir", help="state directory (default: a temporary one, removed on exit)")
+    p.add_argument("--subid-source", default="auto", choices=SUBID_SOURCES, help="where subordinate ids come from (none: single-id map)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no warnings")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from rootlessnet.ns.launcher import RunOptions, run_command
+
+    opts = RunOptions(
+        command=_command(args.command), net=args.net, detach_netns=args.detach_netns, pidns=args.pidns,
+        utsns=args.utsns, ipcns=args.ipcns, cgroupns=args.cgroupns, reaper=args.reaper,
+        copy_up=args.copy_up, propagation=args.propagation, state_dir=args.state_dir,
+        subid_source=args.subid_source, quiet=args.quiet,
+    )
+    opts.validate()
+    return trio.run(run_command, opts)
+
+
+def add_nsenter_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("nsenter", help="run a command inside a running instance",
+                       description="Run CMD in a running instance's user, mount and network namespaces.")
+    p.add_argument("--state-dir", help="the instance's state directory (default: $ROOTLESSKIT_STATE_DIR)")
+    p.add_argument("--no-net", action="store_true", help="stay in the host network namespace")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    p.set_defaults(func=cmd_nsenter)
+
+
+def cmd_nsenter(args: argparse.Namespace) -> int:
+    from rootlessnet.ns import nsenter
+
+    return nsenter.run(_default_state_dir(args.state_dir), _command(args.command), net=not args.no_net)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_run_parser, add_nsenter_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rootlessnet", description="Rootless networking for Linux.")
+    parser.add_argument("--version", action="version", version=f"rootlessnet {__version__}")
+    sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
+    for add in PARSERS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_usage(sys.stderr)
+        print("rootlessnet: missing subcommand (see rootlessnet --help)", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as e:  # noqa: BLE001 - unwrap nursery exception groups
+        err = find_user_error(e)
+        if err is None:
+            raise
+        print(f"rootlessnet {args.subcommand}: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+def find_user_error(exc: BaseException) -> UserError | None:
+    """The UserError in `exc`, looking inside (nested) exception groups."""
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = find_user_error(sub)
+            if found is not None:
+                return found
+    return None

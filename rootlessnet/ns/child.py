@@ -1,0 +1,471 @@
+"""The namespace child: `python -m rootlessnet.ns.child FD`.
+
+Runs in the host namespaces at first; unshares a user namespace (and mount,
+and the optional ones), waits while the parent writes the id maps, sets up
+the network namespace (own, detached and pinned, or the host's), copy-up and
+propagation, reports `ready`, then serves control requests on a thread and
+spawns the command when the parent says `start`. Its exit status is the
+command's (128+N for signal N).
+
+It must be single-threaded until the user namespace exists: the control
+thread starts only afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any, Callable
+
+from rootlessnet.ns import syscalls as sc
+from rootlessnet.ns.control import recv_msg, send_msg
+from rootlessnet.ns.idmap import write_single_map
+from rootlessnet.ns.netdev import set_link_up
+
+NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, signal.SIGSTOP}
+# The parent-death signal: one the launcher never forwards, so the handler
+# knows the launcher is gone and can take the whole process tree down.
+PDEATH_SIG = signal.SIGRTMIN + 3
+
+
+def descendants(root: int) -> list[int]:
+    """Pids below `root` (from /proc; we are a subreaper, so orphans stay below us)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_descendants() -> None:
+    """SIGKILL everything below us and reap it (bounded rounds: forks race us)."""
+    me = os.getpid()
+    for _ in range(50):
+        pids = descendants(me)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+
+
+class ChildError(Exception):
+    """Set-up failed in a way the user can act on; sent to the parent as one line."""
+
+
+def userns_hint() -> str:
+    """Which sysctl forbids unprivileged user namespaces, if one does."""
+    checks = [
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0", "kernel.unprivileged_userns_clone=1"),
+        ("/proc/sys/user/max_user_namespaces", "0", "user.max_user_namespaces=15000"),
+        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1", "kernel.apparmor_restrict_unprivileged_userns=0"),
+    ]
+    for path, bad, fix in checks:
+        try:
+            with open(path) as f:
+                if f.read().strip() == bad:
+                    name = path.removeprefix("/proc/sys/").replace("/", ".")
+                    return f"{name} is {bad} (as root: sysctl -w {fix})"
+        except OSError:
+            continue
+    return "check kernel.unprivileged_userns_clone, user.max_user_namespaces and AppArmor's kernel.apparmor_restrict_unprivileged_userns"
+
+
+class Child:
+    def __init__(self, sock: socket.socket, cfg: dict[str, Any]):
+        self.sock = sock
+        self.cfg = cfg
+        self.state_dir: str = cfg["state_dir"]
+        self.netns_path: str | None = None  # pinned netns (detached)
+        self.start_event = threading.Event()
+        self.cmd_pid: int | None = None
+        self.pending_signal: int | None = None
+        self.send_lock = threading.Lock()
+        self.ops: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], list[int]]]] = {
+            "ping": self.op_ping,
+            "start": self.op_start,
+            "socket": self.op_socket,
+        }
+
+    # -- messages ---------------------------------------------------------
+
+    def send(self, msg: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
+        with self.send_lock:
+            send_msg(self.sock, msg, fds)
+
+    def expect(self, kind: str) -> dict[str, Any]:
+        msg, _ = recv_msg(self.sock)
+        if msg is None:
+            os._exit(1)  # parent gone during set-up
+        if msg.get("type") != kind:
+            raise ChildError(f"protocol error: expected {kind}, got {msg.get('type')}")
+        return msg
+
+    # -- set-up -----------------------------------------------------------
+
+    def check_parent(self) -> None:
+        sc.set_pdeathsig(PDEATH_SIG)
+        if os.getppid() != self.cfg["parent_pid"]:
+            os._exit(1)
+
+    def unshare_user(self) -> None:
+        flags = sc.CLONE_NEWUSER | sc.CLONE_NEWNS
+        for opt, flag in (("utsns", sc.CLONE_NEWUTS), ("ipcns", sc.CLONE_NEWIPC), ("cgroupns", sc.CLONE_NEWCGROUP)):
+            if self.cfg.get(opt):
+                flags |= flag
+        try:
+            sc.unshare(flags)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.ENOSPC, errno.EINVAL, errno.EACCES):
+                raise ChildError(f"cannot create a user namespace ({os.strerror(e.errno)}): {userns_hint()}") from None
+            raise
+
+    def become_root(self, single: bool) -> None:
+        if single:
+            write_single_map(self.cfg["uid"], self.cfg["gid"])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        if not single:
+            try:
+                os.setgroups([])
+            except OSError:
+                pass
+        # setuid helpers and credential changes clear the parent-death signal: re-arm it.
+        self.check_parent()
+
+    def set_propagation(self) -> None:
+        mode = self.cfg.get("propagation", "rprivate")
+        sc.mount(None, "/", None, sc.PROPAGATION[mode])
+
+    def remount_sysfs(self) -> None:
+        """A fresh sysfs so /sys/class/net shows this netns, keeping /sys/fs/cgroup."""
+        keep = None
+        cg = "/sys/fs/cgroup"
+        if os.path.isdir(cg) and os.path.ismount(cg):
+            keep = os.path.join(self.state_dir, ".cgroup")
+            os.makedirs(keep, exist_ok=True)
+            try:
+                sc.mount(cg, keep, None, sc.MS_BIND | sc.MS_REC)
+            except OSError:
+                keep = None
+        try:
+            sc.mount("none", "/sys", "sysfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        except OSError as e:
+            self.warn(f"cannot mount a fresh sysfs ({e.strerror}): /sys/class/net shows the host's interfaces")
+            return
+        if keep:
+            try:
+                sc.mount(keep, cg, None, sc.MS_MOVE)
+            except OSError:
+                pass
+
+    def setup_net(self) -> None:
+        net = self.cfg.get("net", "none")
+        if net == "host":
+            return
+        if self.cfg.get("detach_netns"):
+            self.netns_path = os.path.join(self.state_dir, "netns")
+            with open(self.netns_path, "w"):
+                pass
+            pid = os.fork()
+            if pid == 0:  # pinning helper: new netns, lo up, bind-mount it, exit
+                code = 0
+                try:
+                    sc.unshare(sc.CLONE_NEWNET)
+                    set_link_up("lo")
+                    sc.mount("/proc/self/ns/net", self.netns_path, None, sc.MS_BIND)
+                except BaseException as e:  # noqa: BLE001 - report and exit the fork
+                    os.write(2, f"rootlessnet: cannot create the detached netns: {e}\n".encode())
+                    code = 1
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise ChildError("cannot create the detached network namespace")
+        else:
+            sc.unshare(sc.CLONE_NEWNET)
+            set_link_up("lo")
+            self.remount_sysfs()
+
+    def copy_up(self) -> None:
+        """tmpfs+symlink copy-up (as rootlesskit): DIR becomes a writable tmpfs
+        whose entries are symlinks into a private bind mount of the original."""
+        dirs = self.cfg.get("copy_up") or []
+        if not dirs:
+            return
+        base = os.path.join(self.state_dir, ".ro")
+        os.makedirs(base, exist_ok=True)
+        sc.mount("none", base, "tmpfs", 0, "mode=0755")
+        for i, d in enumerate(dirs):
+            d = os.path.abspath(d)
+            if not os.path.isdir(d):
+                raise ChildError(f"--copy-up={d}: not a directory")
+            ro = os.path.join(base, str(i))
+            os.mkdir(ro)
+            sc.mount(d, ro, None, sc.MS_BIND | sc.MS_REC)
+            st = os.stat(d)
+            sc.mount("none", d, "tmpfs", 0, f"mode={st.st_mode & 0o7777:o}")
+            for name in os.listdir(ro):
+                os.symlink(os.path.join(ro, name), os.path.join(d, name))
+
+    def bind_files(self) -> None:
+        """Bind STATE/resolv.conf and STATE/hosts over /etc (own, non-detached netns)."""
+        for name in self.cfg.get("bind_etc") or []:
+            src = os.path.join(self.state_dir, name)
+            target = os.path.join("/etc", name)
+            if os.path.exists(src) and os.path.exists(target):
+                sc.mount(src, target, None, sc.MS_BIND)
+
+    def warn(self, text: str) -> None:
+        os.write(2, f"rootlessnet: warning: {text}\n".encode())
+
+    # -- control ops (run on the control thread) ------------------------------
+
+    def op_ping(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        return {"pid": os.getpid(), "netns": os.stat("/proc/thread-self/ns/net").st_ino}, []
+
+    def op_start(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        self.start_event.set()
+        return {}, []
+
+    def op_socket(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """A socket made inside the namespace, handed to the parent (tests, dialing).
+
+        Ops return (reply, fds); `serve` closes the fds once they are sent."""
+        family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}[req.get("family", "inet")]
+        kind = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM}[req.get("type", "stream")]
+        s = socket.socket(family, kind)
+        try:
+            if "bind" in req:
+                s.bind(tuple(req["bind"]) if family != socket.AF_UNIX else req["bind"])
+            if req.get("listen"):
+                s.listen(int(req["listen"]))
+        except BaseException:
+            s.close()
+            raise
+        return {"netns": os.stat("/proc/thread-self/ns/net").st_ino}, [s.detach()]
+
+    def serve(self) -> None:
+        """Control thread: answer requests until the parent closes the channel."""
+        if self.netns_path:
+            fd = os.open(self.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sc.setns(fd, sc.CLONE_NEWNET)  # this thread only: the command stays in the host netns
+            finally:
+                os.close(fd)
+        while True:
+            try:
+                msg, fds = recv_msg(self.sock)
+            except OSError:
+                break
+            if msg is None:
+                break
+            for fd in fds:
+                os.close(fd)
+            rid = msg.get("id")
+            handler = self.ops.get(msg.get("op", ""))
+            out_fds: list[int] = []
+            try:
+                if handler is None:
+                    raise ChildError(f"unknown op {msg.get('op')!r}")
+                reply, out_fds = handler(msg)
+                self.send({"id": rid, "ok": True, **reply}, out_fds)
+            except Exception as e:  # noqa: BLE001 - every failure becomes a reply
+                try:
+                    self.send({"id": rid, "ok": False, "error": str(e) or type(e).__name__})
+                except OSError:
+                    break
+            finally:
+                for fd in out_fds:  # sent (the kernel holds its own reference) or failed
+                    os.close(fd)
+        # parent gone: the launcher is dead, so is the instance
+        kill_descendants()
+        os._exit(1)
+
+    # -- the command ------------------------------------------------------
+
+    def forward(self, signum: int, _frame: Any) -> None:
+        if signum == PDEATH_SIG and os.getppid() != self.cfg["parent_pid"]:
+            kill_descendants()
+            os._exit(128 + signal.SIGKILL)
+        if self.cmd_pid is None:
+            self.pending_signal = signum
+            return
+        try:
+            os.kill(self.cmd_pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def spawn(self) -> int:
+        """Fork the command (or, with --pidns, its init) and return its pid."""
+        argv: list[str] = self.cfg["command"]
+        env = dict(os.environ)
+        env.update(self.cfg.get("env") or {})
+        pidns = bool(self.cfg.get("pidns"))
+        reaper = self.cfg.get("reaper", "auto")
+        if pidns:
+            sc.unshare(sc.CLONE_NEWPID)
+        pid = os.fork()
+        if pid != 0:
+            return pid
+        # in the fork: only this thread exists
+        try:
+            sc.set_pdeathsig(signal.SIGKILL)
+            for s in signal.valid_signals():
+                if s not in (signal.SIGKILL, signal.SIGSTOP):
+                    try:
+                        signal.signal(s, signal.SIG_DFL)
+                    except (OSError, ValueError):
+                        pass
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            self.sock.close()
+            if pidns:
+                sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+                if reaper in ("auto", "true"):
+                    os._exit(_pid1_init(argv, env))
+            _exec(argv, env)
+        except BaseException as e:  # noqa: BLE001
+            os.write(2, f"rootlessnet: {e}\n".encode())
+            os._exit(127)
+        os._exit(127)
+
+    def wait_command(self) -> int:
+        assert self.cmd_pid is not None
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                return 1
+            if pid == self.cmd_pid:
+                return _status_to_code(status)
+
+
+def _status_to_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        os.write(2, f"rootlessnet: {argv[0]}: command not found\n".encode())
+        os._exit(127)
+    except PermissionError:
+        os.write(2, f"rootlessnet: {argv[0]}: permission denied\n".encode())
+        os._exit(126)
+    except OSError as e:
+        os.write(2, f"rootlessnet: {argv[0]}: {e.strerror}\n".encode())
+        os._exit(126)
+
+
+def _pid1_init(argv: list[str], env: dict[str, str]) -> int:
+    """PID 1 of a new PID namespace: run the command, forward signals, reap."""
+    pid = os.fork()
+    if pid == 0:
+        _exec(argv, env)
+
+    def fwd(signum: int, _frame: Any) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in signal.valid_signals():
+        if s not in NOT_FORWARDED:
+            try:
+                signal.signal(s, fwd)
+            except (OSError, ValueError):
+                pass
+    while True:
+        try:
+            got, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 1
+        if got == pid:
+            return _status_to_code(status)
+
+
+def run(sock: socket.socket) -> int:
+    msg, _ = recv_msg(sock)
+    if msg is None or msg.get("type") != "config":
+        return 1
+    child = Child(sock, msg["config"])
+    try:
+        child.check_parent()
+        child.unshare_user()
+        child.send({"type": "unshared"})
+        m = child.expect("map")
+        child.become_root(bool(m.get("self")))
+        child.set_propagation()
+        child.setup_net()
+        for name, hook in SETUP_HOOKS:
+            hook(child)
+        child.copy_up()
+        child.bind_files()
+    except ChildError as e:
+        child.send({"type": "error", "message": str(e)})
+        return 1
+    except OSError as e:
+        child.send({"type": "error", "message": f"namespace set-up failed: {e}"})
+        return 1
+    for s in signal.valid_signals():
+        if s not in NOT_FORWARDED:
+            try:
+                signal.signal(s, child.forward)
+            except (OSError, ValueError):
+                pass
+    child.send({"type": "ready", "pid": os.getpid()})
+    threading.Thread(target=child.serve, name="control", daemon=True).start()
+    child.start_event.wait()
+    if child.pending_signal is not None:
+        return 128 + child.pending_signal
+    # Always a subreaper: orphans of the command stay below us, so the whole
+    # tree can be killed when the command exits or the launcher dies.
+    sc.set_child_subreaper()
+    child.cmd_pid = child.spawn()
+    code = child.wait_command()
+    kill_descendants()
+    return code
+
+
+# Later layers (the network engine's tap, port drivers) add set-up steps and
+# control ops here: (name, callable(child)) run after the netns exists.
+SETUP_HOOKS: list[tuple[str, Callable[[Child], None]]] = []
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    sock = socket.socket(fileno=fd)
+    code = run(sock)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

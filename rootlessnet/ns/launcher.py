@@ -1,0 +1,231 @@
+"""The launcher's parent side: spawn the namespace child, map ids, report ready.
+
+`open_instance(opts)` is an async context manager (trio) that yields a
+running `Instance` once the command has been started and `child_pid` is
+written; leaving it kills what is left and releases the state directory.
+Later layers (the engine, port drivers, the API) plug in through
+`PARENT_HOOKS`, which run after the namespaces exist and before `child_pid`
+is written.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import trio
+
+from rootlessnet.errors import UserError
+from rootlessnet.ns import idmap
+from rootlessnet.ns import statedir as sd
+from rootlessnet.ns.control import AsyncControl
+from rootlessnet.ns.syscalls import PROPAGATION
+
+NETS = ("none", "host")
+REAPERS = ("auto", "true", "false")
+SETUP_TIMEOUT = 60.0
+NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, signal.SIGSTOP}
+
+
+@dataclass
+class RunOptions:
+    command: list[str]
+    net: str = "none"
+    detach_netns: bool = False
+    pidns: bool = False
+    utsns: bool = False
+    ipcns: bool = False
+    cgroupns: bool = False
+    reaper: str = "auto"
+    copy_up: list[str] = field(default_factory=list)
+    propagation: str = "rprivate"
+    state_dir: str | None = None
+    subid_source: str = "auto"
+    env: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+
+    def validate(self) -> None:
+        if not self.command:
+            raise UserError("missing command: use rootlessnet run [FLAGS] -- CMD [ARGS...]")
+        if self.net not in NETS:
+            raise UserError(f"unknown --net {self.net!r}: use one of {', '.join(NETS)}")
+        if self.reaper not in REAPERS:
+            raise UserError(f"unknown --reaper {self.reaper!r}: use one of {', '.join(REAPERS)}")
+        if self.propagation not in PROPAGATION:
+            raise UserError(f"unknown --propagation {self.propagation!r}: use one of {', '.join(PROPAGATION)}")
+        if self.detach_netns and self.net == "host":
+            raise UserError("--detach-netns needs a network namespace: use it with --net=none (or slirp), not --net=host")
+        for d in self.copy_up:
+            if not os.path.isabs(d) or not os.path.isdir(d):
+                raise UserError(f"--copy-up={d}: not an absolute path to an existing directory")
+
+
+@dataclass
+class Instance:
+    """A running instance, as the parent sees it."""
+
+    opts: RunOptions
+    state: sd.StateDir
+    process: trio.Process
+    control: AsyncControl
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def child_pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def state_dir(self) -> str:
+        return self.state.path
+
+    async def wait(self) -> int:
+        """Wait for the command; its exit status (128+N for signal N)."""
+        rc = await self.process.wait()
+        return 128 - rc if rc < 0 else rc
+
+    def send_signal(self, signum: int) -> None:
+        """Forward a signal to the command (through the child)."""
+        try:
+            os.kill(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+ParentHook = Callable[[Instance, trio.Nursery], Awaitable[None]]
+PARENT_HOOKS: list[tuple[str, ParentHook]] = []
+
+
+def _child_argv(fd: int) -> list[str]:
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = f"import sys; sys.path.insert(0, {pkg_parent!r}); from rootlessnet.ns.child import main; main()"
+    return [sys.executable, "-c", code, str(fd)]
+
+
+def _warn(opts: RunOptions, text: str) -> None:
+    if not opts.quiet:
+        print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True)
+
+
+async def _bootstrap(inst: Instance, plan: idmap.MapPlan, cfg: dict[str, Any]) -> None:
+    ctl = inst.control
+    await ctl.send({"type": "config", "config": cfg})
+
+    async def expect(kind: str) -> dict[str, Any]:
+        msg, fds = await ctl.recv()
+        for fd in fds:
+            os.close(fd)
+        if msg is None:
+            rc = await inst.process.wait()
+            raise UserError(f"the namespace child exited during set-up (status {rc})")
+        if msg.get("type") == "error":
+            raise UserError(msg.get("message", "namespace set-up failed"))
+        if msg.get("type") != kind:
+            raise UserError(f"namespace set-up: unexpected message {msg.get('type')!r}")
+        return msg
+
+    await expect("unshared")
+    if plan.single:
+        await ctl.send({"type": "map", "self": True})
+    else:
+        await trio.to_thread.run_sync(idmap.apply_helpers, plan, inst.process.pid)
+        await ctl.send({"type": "map", "self": False})
+    inst.info.update(await expect("ready"))
+
+
+@asynccontextmanager
+async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
+    opts.validate()
+    plan = idmap.plan_maps(opts.subid_source)
+    if plan.warning:
+        _warn(opts, plan.warning)
+    state = sd.StateDir(opts.state_dir)
+    state.acquire()
+    try:
+        env = {
+            "ROOTLESSKIT_STATE_DIR": state.path,
+            "ROOTLESSNET_STATE_DIR": state.path,
+            "ROOTLESSKIT_PARENT_EUID": str(os.geteuid()),
+            "ROOTLESSKIT_PARENT_EGID": str(os.getegid()),
+            **opts.env,
+        }
+        cfg = {
+            "parent_pid": os.getpid(),
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "state_dir": state.path,
+            "command": opts.command,
+            "env": env,
+            "net": opts.net,
+            "detach_netns": opts.detach_netns,
+            "pidns": opts.pidns,
+            "utsns": opts.utsns,
+            "ipcns": opts.ipcns,
+            "cgroupns": opts.cgroupns,
+            "reaper": opts.reaper,
+            "copy_up": [os.path.abspath(d) for d in opts.copy_up],
+            "propagation": opts.propagation,
+            "bind_etc": [],
+        }
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = await trio.lowlevel.open_process(_child_argv(child_sock.fileno()), pass_fds=(child_sock.fileno(),))
+        finally:
+            child_sock.close()
+        inst = Instance(opts, state, process, AsyncControl(parent_sock))
+        try:
+            with trio.move_on_after(SETUP_TIMEOUT) as timeout:
+                await _bootstrap(inst, plan, cfg)
+            if timeout.cancelled_caught:
+                raise UserError(f"namespace set-up did not finish in {SETUP_TIMEOUT:.0f} s")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(inst.control.serve)
+                for _name, hook in PARENT_HOOKS:
+                    await hook(inst, nursery)
+                state.write(sd.CHILD_PID, f"{process.pid}\n")
+                await inst.control.request("start")
+                try:
+                    yield inst
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+            inst.control.sock.close()
+    finally:
+        state.release()
+
+
+async def run_command(opts: RunOptions) -> int:
+    """`rootlessnet run`: start, forward signals, return the command's status."""
+    sigs = [s for s in signal.valid_signals() if s not in NOT_FORWARDED]
+    with trio.open_signal_receiver(*_catchable(sigs)) as receiver:
+        async with open_instance(opts) as inst:
+            async with trio.open_nursery() as nursery:
+
+                async def pump() -> None:
+                    async for signum in receiver:
+                        inst.send_signal(signum)
+
+                nursery.start_soon(pump)
+                code = await inst.wait()
+                nursery.cancel_scope.cancel()
+    return code
+
+
+def _catchable(sigs: list[int]) -> list[int]:
+    out = []
+    for s in sigs:
+        try:
+            signal.getsignal(s)
+            out.append(s)
+        except (ValueError, OSError):
+            pass
+    # SIGTTIN/SIGTTOU/SIGTSTP stop the launcher by default; forwarding them is what users expect
+    return out
