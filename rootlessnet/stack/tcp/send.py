@@ -1,0 +1,333 @@
+"""rootlessnet.stack.tcp.send: the output half of ``TcpConnection``: segments out and timers.
+
+Builds SYN / SYN-ACK, data (up to ``max_tx_payload`` per segment, within
+min(peer window, cwnd)), FIN, pure ACKs, zero-window and keepalive probes;
+runs the retransmission (RFC 6298, go-back-N from SND.UNA), persist, delayed
+ACK, keepalive, FIN-WAIT-2 and TIME-WAIT timers. A mixin: the state lives in
+``TcpConnection``'s ``__slots__``.
+"""
+
+from __future__ import annotations
+
+from .notice import Notice
+from .segment import Control, Segment
+from .seq import MASK
+from .states import Event, State
+
+_NONE = Control.NONE
+_PSH = Control.PSH
+_SYN = Control.SYN
+_FIN = Control.FIN
+_RST = Control.RST
+_HALF = 1 << 31
+_MOD = 1 << 32
+_TIMED_OUT = int(Notice.TIMED_OUT)
+
+_S = State
+_DATA_STATES = (
+    _S.ESTABLISHED,
+    _S.CLOSE_WAIT,
+    _S.FIN_WAIT_1,
+    _S.CLOSING,
+    _S.LAST_ACK,
+)
+
+
+def _sub(a: int, b: int) -> int:
+    d = (a - b) & MASK
+    return d - _MOD if d >= _HALF else d
+
+
+class SenderMixin:
+    __slots__ = ()
+
+    # ------------------------------------------------------------ emitting
+    def _emit(self, seg: Segment) -> None:
+        self._out.append(seg)
+        st = self.stats
+        st.segs_out += 1
+        if seg.payload:
+            st.bytes_out += len(seg.payload)
+        if seg.ack is not None:
+            # Every segment with ACK acknowledges RCV.NXT: nothing pending any more.
+            self._ack_now = False
+            self._delack_at = None
+            self._segs_unacked = 0
+            self._bytes_unacked = 0
+
+    def _window_field(self) -> int:
+        """Raw window for an outgoing non-SYN segment, with receiver SWS avoidance.
+
+        RFC 9293 §3.8.6.2.2: the right edge only moves when it can move by at
+        least min(buffer/2, MSS). The edge never moves left (§3.8.6 "shrinking
+        the window ... strongly discouraged").
+        """
+        rb = self._rb
+        nxt = self.rcv_nxt
+        adv = self._adv_edge
+        edge = (nxt + rb.cap - len(rb)) & MASK
+        if _sub(edge, adv) >= self._sws_thresh:
+            adv = edge
+        win = _sub(adv, nxt)
+        if win <= 0:
+            self._adv_edge = nxt
+            return 0
+        shift = self.rcv_wscale
+        field = win >> shift
+        if field > 0xFFFF:
+            field = 0xFFFF
+        self._adv_edge = (nxt + (field << shift)) & MASK
+        return field
+
+    def _acceptable_seq(self) -> int:
+        """SEQ for segments without data (ACK, RST), as Linux's tcp_acceptable_seq.
+
+        RFC 9293 says SND.NXT; after a go-back-N rewind our ``snd_nxt`` is
+        below what the peer already holds, and a pure ACK carrying it would be
+        unacceptable there (and answered by an ACK, and so on: an ACK war).
+        The highest sequence sent, bounded by the peer's window, is always
+        acceptable.
+        """
+        mx = self.snd_max
+        end = (self.snd_una + self.snd_wnd) & MASK
+        return mx if _sub(mx, end) <= 0 else end
+
+    def _send_ack_now(self) -> None:
+        """Emit a pure ACK <ACK=RCV.NXT> right away (not coalesced)."""
+        self._emit(Segment(self._acceptable_seq(), self.rcv_nxt, _NONE, self._window_field()))
+
+    def _challenge_ack(self) -> None:
+        self.stats.challenge_acks += 1
+        self._send_ack_now()
+
+    def _emit_rst(self, seq: int, ack: int | None) -> None:
+        self.stats.rst_out += 1
+        self._emit(Segment(seq & MASK, ack, _RST, 0))
+
+    def _emit_syn(self) -> None:
+        """SYN (active) or SYN-ACK (passive); window unscaled (RFC 7323 §2.2)."""
+        rb = self._rb
+        win = min(rb.cap - len(rb), 0xFFFF)
+        passive = self.state is _S.SYN_RECEIVED
+        ack = self.rcv_nxt if passive else None
+        if passive:
+            self._adv_edge = (self.rcv_nxt + win) & MASK
+        self._emit(
+            Segment(
+                self.iss,
+                ack,
+                _SYN,
+                win,
+                mss=self.cfg.local_mss,
+                wscale=self.rcv_wscale if self._ws_ok else None,
+            )
+        )
+
+    def _emit_probe(self) -> None:
+        """Zero-window / keepalive probe as Linux does: <SEQ=SND.UNA-1>, no data.
+
+        The peer finds it unacceptable and answers with an ACK carrying its
+        current window (RFC 9293 §3.8.6.1, §3.8.4).
+        """
+        self._emit(Segment((self.snd_una - 1) & MASK, self.rcv_nxt, _NONE, self._window_field()))
+
+    # ------------------------------------------------------------ output
+    def _output(self, now: float) -> None:
+        st = self.state
+        if not self._syn_acked:
+            if (st is _S.SYN_SENT or st is _S.SYN_RECEIVED) and self.snd_nxt == self.iss:
+                if self.snd_max != self.iss:
+                    self.stats.retransmits += 1
+                elif self._rtt_seq is None:
+                    self._rtt_seq = (self.iss + 1) & MASK
+                    self._rtt_t = now
+                self._emit_syn()
+                self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+                if self._rto_at is None:
+                    self._rto_at = now + self._rtt.rto
+            return
+        if st in _DATA_STATES:
+            self._output_data(now)
+        if self._ack_now:
+            if self._wupd:
+                self.stats.window_updates += 1
+            self._send_ack_now()
+        self._wupd = False
+
+    def _output_data(self, now: float) -> None:
+        sb = self._sb
+        cc = self._cc
+        mss = self.send_mss
+        maxtx = self.max_tx_payload
+        fin_seq = self._fin_seq
+        while True:
+            nxt = self.snd_nxt
+            avail = len(sb) - _sub(nxt, self._sb_seq)
+            fin_pending = fin_seq is not None and _sub(nxt, fin_seq) <= 0
+            flight = _sub(nxt, self.snd_una)
+            wnd = self.snd_wnd
+            cw = cc.cwnd
+            usable = (wnd if wnd < cw else cw) - flight
+            n = avail if avail < maxtx else maxtx
+            if n > usable:
+                n = usable if usable > 0 else 0
+                # Sender SWS avoidance (RFC 9293 §3.8.6.2.1): no runt while data is
+                # in flight; the returning ACKs will open the window.
+                if n < mss and flight > 0:
+                    n = 0
+            if n <= 0:
+                if not (fin_pending and avail <= 0):
+                    break
+                n = 0
+            fin = fin_pending and n == avail
+            payload = sb.get(_sub(nxt, self._sb_seq), n) if n else b""
+            if fin:
+                ctl = _FIN
+            elif n == avail:
+                ctl = _PSH
+            else:
+                ctl = _NONE
+            self._emit(Segment(nxt, self.rcv_nxt, ctl, self._window_field(), payload))
+            end = (nxt + n + fin) & MASK
+            if _sub(nxt, self.snd_max) < 0:
+                self.stats.retransmits += 1
+            elif self._rtt_seq is None:
+                self._rtt_seq = end
+                self._rtt_t = now
+            if _sub(end, self.snd_max) > 0:
+                self.snd_max = end
+            self.snd_nxt = end
+            if self._rto_at is None:
+                self._rto_at = now + self._rtt.rto
+            self.last_activity = now
+            if fin:
+                break
+        # Persist timer (RFC 9293 §3.8.6.1): peer window is zero, data waits and
+        # nothing is outstanding to clock an ACK back.
+        if self.snd_wnd == 0:
+            if (
+                self._persist_at is None
+                and self.snd_max == self.snd_una
+                and len(sb) - _sub(self.snd_nxt, self._sb_seq) > 0
+            ):
+                self._persist_at = now + (self._persist_ivl or self._rtt.rto)
+        elif self._persist_at is not None:
+            self._persist_at = None
+
+    def _retransmit_head(self, now: float) -> None:
+        """Resend one SMSS from SND.UNA (fast retransmit / NewReno partial ACK)."""
+        off = _sub(self.snd_una, self._sb_seq)
+        avail = len(self._sb) - off
+        n = avail if avail < self.send_mss else self.send_mss
+        fin_seq = self._fin_seq
+        fin = fin_seq is not None and n == avail and _sub(self.snd_max, fin_seq) > 0
+        if n <= 0 and not fin:
+            return
+        if n < 0:
+            n = 0
+        payload = self._sb.get(off, n) if n else b""
+        ctl = _FIN if fin else (_PSH if n == avail else _NONE)
+        self._emit(Segment(self.snd_una, self.rcv_nxt, ctl, self._window_field(), payload))
+        self.stats.retransmits += 1
+        self._rtt_seq = None  # Karn
+        self._rto_at = now + self._rtt.rto
+
+    # ------------------------------------------------------------ timers
+    def _run_timers(self, now: float) -> None:
+        t = self._tw_at
+        if t is not None and now >= t:
+            self._tw_at = None
+            self._fire(Event.TIMEOUT)
+            return
+        t = self._fw2_at
+        if t is not None and now >= t:
+            self._fw2_at = None
+            if self.state is _S.FIN_WAIT_2:
+                # As Linux does when tcp_fin_timeout <= TIME_WAIT length: RST.
+                self._emit_rst(self._acceptable_seq(), self.rcv_nxt)
+                self._fire(Event.TIMEOUT)
+                return
+        t = self._rto_at
+        if t is not None and now >= t:
+            self._on_rto(now)
+            if self.state is _S.CLOSED:
+                return
+        t = self._persist_at
+        if t is not None and now >= t:
+            self._on_persist(now)
+            if self.state is _S.CLOSED:
+                return
+        t = self._ka_at
+        if t is not None and now >= t:
+            self._on_keepalive(now)
+            if self.state is _S.CLOSED:
+                return
+        t = self._delack_at
+        if t is not None and now >= t:
+            self._delack_at = None
+            self._ack_now = True
+
+    def _on_rto(self, now: float) -> None:
+        if self.snd_max == self.snd_una:
+            self._rto_at = None
+            return
+        self._retries += 1
+        limit = self.cfg.max_retries if self._syn_acked else self.cfg.syn_retries
+        if self._retries > limit:
+            self._give_up()
+            return
+        self.stats.rto_expirations += 1
+        rtt = self._rtt
+        rtt.backoff()  # RFC 6298 §5.5
+        self._rtt_seq = None  # Karn's algorithm
+        if self._syn_acked:
+            self._cc.on_rto(_sub(self.snd_max, self.snd_una), self.snd_max)
+        self.snd_nxt = self.snd_una  # go-back-N (RFC 6298 §5.4 + RFC 5681 §3.1)
+        self._rto_at = now + rtt.rto
+        self._want_output = True
+
+    def _on_persist(self, now: float) -> None:
+        sb = self._sb
+        if not (
+            self.snd_wnd == 0
+            and self.snd_max == self.snd_una
+            and len(sb) - _sub(self.snd_nxt, self._sb_seq) > 0
+        ):
+            self._persist_at = None
+            return
+        self._probes += 1
+        if self._probes > self.cfg.max_retries:
+            self._give_up()
+            return
+        self.stats.zero_window_probes += 1
+        self._emit_probe()
+        self._persist_ivl = min((self._persist_ivl or self._rtt.rto) * 2, self.cfg.rto_max)
+        self._persist_at = now + self._persist_ivl
+
+    def _on_keepalive(self, now: float) -> None:
+        ka = self.cfg.keepalive
+        st = self.state
+        if ka is None or not (st is _S.ESTABLISHED or st is _S.CLOSE_WAIT or st is _S.FIN_WAIT_2):
+            self._ka_at = None
+            return
+        idle, interval, count = ka
+        if self.snd_max != self.snd_una:
+            self._ka_at = now + idle  # retransmission timer is watching (as Linux does)
+            return
+        if self._ka_probes >= count:
+            self._give_up()
+            return
+        self._ka_probes += 1
+        self.stats.keepalive_probes += 1
+        self._emit_probe()
+        self._ka_at = now + interval
+
+    def _give_up(self) -> None:
+        """Retransmission/probe/keepalive limit: RST, report timed out, CLOSED (RFC 9293 §3.8.3)."""
+        self.stats.timeouts += 1
+        self.timed_out = True
+        self._notice |= _TIMED_OUT
+        if self._syn_acked or self.state is _S.SYN_RECEIVED:
+            self._emit_rst(self._acceptable_seq(), self.rcv_nxt)
+        self._fire(Event.GIVE_UP)
+
