@@ -40,7 +40,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="run a command in new rootless namespaces",
                        description="Run CMD in a new user + mount (+ network) namespace as uid 0, rootlesskit-style.")
-    p.add_argument("--net", default="none", choices=NETS, help="network: none (lo only) or host (default: none)")
+    p.add_argument("--net", default="slirp", choices=NETS, help="network: slirp (userspace engine on tap0, default; slirp4netns is an alias), none (lo only) or host")
     p.add_argument("--detach-netns", action="store_true", help="keep CMD in the host netns; pin a new netns at STATE/netns")
     p.add_argument("--pidns", action="store_true", help="new PID namespace with a fresh /proc")
     p.add_argument("--utsns", action="store_true", help="new UTS namespace")
@@ -53,6 +53,17 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", help="state directory (default: a temporary one, removed on exit)")
     p.add_argument("--subid-source", default="auto", choices=SUBID_SOURCES, help="where subordinate ids come from (none: single-id map)")
     p.add_argument("-q", "--quiet", action="store_true", help="no warnings")
+    g = p.add_argument_group("--net=slirp")
+    g.add_argument("--mtu", type=int, default=65520, help="MTU of the tap device (1280..65520, default 65520)")
+    g.add_argument("--cidr", default="10.0.2.0/24", help="virtual IPv4 network (default 10.0.2.0/24)")
+    g.add_argument("--ifname", default="tap0", help="name of the tap device (default tap0)")
+    g.add_argument("--ipv6", action="store_true", help="IPv6 too: fd00::/64, gateway fd00::2, DNS fd00::3 (SLAAC)")
+    g.add_argument("--allow-host-loopback", action="store_true", help="let the gateway address reach the host's 127.0.0.1 / ::1")
+    g.add_argument("--disable-host-loopback", action="store_true", help="(default; accepted for rootlesskit compatibility)")
+    g.add_argument("--outbound", default="all", metavar="all|none|CIDR,...", help="host-side destinations the engine may connect to")
+    g.add_argument("--dns-upstream", metavar="ADDR[:PORT]", help="DNS server behind 10.0.2.3 (default: first nameserver of /etc/resolv.conf)")
+    g.add_argument("--pcap", metavar="FILE", help="write every frame on the tap to FILE (pcap)")
+    g.add_argument("--no-vnet-hdr", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     p.set_defaults(func=cmd_run)
 
@@ -66,7 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         command=_command(args.command), net=args.net, detach_netns=args.detach_netns, pidns=args.pidns,
         utsns=args.utsns, ipcns=args.ipcns, cgroupns=args.cgroupns, reaper=args.reaper,
         copy_up=args.copy_up, propagation=args.propagation, state_dir=args.state_dir,
-        subid_source=args.subid_source, quiet=args.quiet,
+        subid_source=args.subid_source, quiet=args.quiet, mtu=args.mtu, cidr=args.cidr, ifname=args.ifname,
+        ipv6=args.ipv6, allow_host_loopback=args.allow_host_loopback and not args.disable_host_loopback,
+        outbound=args.outbound, dns_upstream=args.dns_upstream, pcap=args.pcap, vnet_hdr=not args.no_vnet_hdr,
     )
     opts.validate()
     return trio.run(run_command, opts)

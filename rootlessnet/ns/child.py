@@ -110,6 +110,7 @@ class Child:
             "ping": self.op_ping,
             "start": self.op_start,
             "socket": self.op_socket,
+            "tap": self.op_tap,
         }
 
     # -- messages ---------------------------------------------------------
@@ -268,6 +269,19 @@ class Child:
             s.close()
             raise
         return {"netns": os.stat("/proc/thread-self/ns/net").st_ino}, [s.detach()]
+
+    def op_tap(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """Create and configure the guest's tap in the netns; its fd goes to the engine."""
+        from rootlessnet.io.tap import configure, open_tap
+
+        fd, vnet, offload = open_tap(req["name"], vnet=req.get("vnet", True), offload=req.get("offload", True))
+        try:
+            configure(req["name"], mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
+                      gateway=req["gateway"], ipv6=req.get("ipv6", False))
+        except BaseException:
+            os.close(fd)
+            raise
+        return {"vnet": vnet, "offload": offload}, [fd]
 
     def serve(self) -> None:
         """Control thread: answer requests until the parent closes the channel."""

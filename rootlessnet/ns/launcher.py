@@ -26,7 +26,7 @@ from rootlessnet.ns import statedir as sd
 from rootlessnet.ns.control import AsyncControl
 from rootlessnet.ns.syscalls import PROPAGATION
 
-NETS = ("none", "host")
+NETS = ("slirp", "slirp4netns", "none", "host")
 REAPERS = ("auto", "true", "false")
 SETUP_TIMEOUT = 60.0
 NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, signal.SIGSTOP}
@@ -35,7 +35,7 @@ NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, 
 @dataclass
 class RunOptions:
     command: list[str]
-    net: str = "none"
+    net: str = "slirp"
     detach_netns: bool = False
     pidns: bool = False
     utsns: bool = False
@@ -48,6 +48,33 @@ class RunOptions:
     subid_source: str = "auto"
     env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    # --net=slirp
+    mtu: int = 65520
+    cidr: str = "10.0.2.0/24"
+    ifname: str = "tap0"
+    ipv6: bool = False
+    allow_host_loopback: bool = False
+    outbound: str = "all"
+    dns_upstream: str | None = None
+    dns_hosts: dict[str, list[str]] | None = None
+    pcap: str | None = None
+    vnet_hdr: bool = True
+
+    @property
+    def slirp(self) -> bool:
+        return self.net in ("slirp", "slirp4netns")
+
+    def net_config(self):
+        """The engine's NetConfig (raises UserError for bad values)."""
+        from rootlessnet.stack.config import ConfigError, NetConfig, parse_cidr, parse_hostport, parse_outbound
+
+        try:
+            upstream = parse_hostport(self.dns_upstream) if self.dns_upstream else _host_nameserver()
+            return NetConfig(cidr=parse_cidr(self.cidr), mtu=self.mtu, ipv6=self.ipv6,
+                             allow_host_loopback=self.allow_host_loopback, outbound=parse_outbound(self.outbound),
+                             dns_upstream=upstream, dns_hosts=self.dns_hosts)
+        except ConfigError as e:
+            raise UserError(str(e)) from None
 
     def validate(self) -> None:
         if not self.command:
@@ -60,6 +87,10 @@ class RunOptions:
             raise UserError(f"unknown --propagation {self.propagation!r}: use one of {', '.join(PROPAGATION)}")
         if self.detach_netns and self.net == "host":
             raise UserError("--detach-netns needs a network namespace: use it with --net=none (or slirp), not --net=host")
+        if len(self.ifname.encode()) > 15 or not self.ifname or "/" in self.ifname:
+            raise UserError(f"--ifname {self.ifname!r}: use a name of 1-15 characters")
+        if self.slirp:
+            self.net_config()
         for d in self.copy_up:
             if not os.path.isabs(d) or not os.path.isdir(d):
                 raise UserError(f"--copy-up={d}: not an absolute path to an existing directory")
@@ -74,6 +105,7 @@ class Instance:
     process: trio.Process
     control: AsyncControl
     info: dict[str, Any] = field(default_factory=dict)
+    engine: Any = None
 
     @property
     def child_pid(self) -> int:
@@ -98,6 +130,71 @@ class Instance:
 
 ParentHook = Callable[[Instance, trio.Nursery], Awaitable[None]]
 PARENT_HOOKS: list[tuple[str, ParentHook]] = []
+
+
+def _host_nameserver() -> tuple[str, int] | None:
+    """First nameserver of the host's resolv.conf (the engine lives in the host netns)."""
+    try:
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    return parts[1].split("%")[0], 53
+    except OSError:
+        pass
+    return None
+
+
+def _resolv_conf(netcfg) -> str:
+    import ipaddress
+
+    lines = [f"nameserver {ipaddress.ip_address(netcfg.dns)}"]
+    if netcfg.ipv6:
+        lines.append(f"nameserver {ipaddress.ip_address(netcfg.dns6)}")
+    return "\n".join(lines) + "\n"
+
+
+def _hosts(netcfg) -> str:
+    import ipaddress
+    import socket as _s
+
+    name = _s.gethostname()
+    return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{ipaddress.ip_address(netcfg.guest)}\t{name}\n")
+
+
+async def start_engine(inst: "Instance", nursery: trio.Nursery) -> None:
+    """--net=slirp: get the tap from the child and run the engine on it."""
+    import ipaddress
+
+    from rootlessnet.io.engine import Engine
+
+    opts = inst.opts
+    netcfg = opts.net_config()
+    reply, fds = await inst.control.request(
+        "tap", name=opts.ifname, mtu=opts.mtu, address=str(ipaddress.ip_address(netcfg.guest)),
+        prefixlen=netcfg.cidr.prefixlen, gateway=str(ipaddress.ip_address(netcfg.gateway)), ipv6=opts.ipv6,
+        vnet=opts.vnet_hdr)
+    if len(fds) != 1:
+        raise UserError("the namespace child did not send the tap device")
+    os.set_blocking(fds[0], False)
+    engine = Engine(netcfg, fds[0], vnet=reply["vnet"], offload=reply["offload"], pcap=opts.pcap,
+                    warn=lambda text: _warn(opts, text))
+    inst.engine = engine
+    inst.info["vnet"] = reply["vnet"]
+    inst.info["offload"] = reply["offload"]
+
+    async def guarded() -> None:
+        try:
+            await engine.run()
+        except Exception as e:  # noqa: BLE001 - report once, then stop the instance
+            import traceback
+
+            traceback.print_exc()
+            raise UserError(f"the network engine failed ({type(e).__name__}: {e}); the command was stopped") from e
+
+    nursery.start_soon(guarded)
+    await engine.started.wait()
 
 
 def _child_argv(fd: int) -> list[str]:
@@ -171,6 +268,12 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
             "propagation": opts.propagation,
             "bind_etc": [],
         }
+        if opts.slirp:
+            netcfg = opts.net_config()
+            state.write(sd.RESOLV_CONF, _resolv_conf(netcfg))
+            state.write(sd.HOSTS, _hosts(netcfg))
+            if not opts.detach_netns:
+                cfg["bind_etc"] = [sd.RESOLV_CONF, sd.HOSTS]
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             process = await trio.lowlevel.open_process(_child_argv(child_sock.fileno()), pass_fds=(child_sock.fileno(),))
@@ -184,6 +287,8 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
                 raise UserError(f"namespace set-up did not finish in {SETUP_TIMEOUT:.0f} s")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(inst.control.serve)
+                if opts.slirp:
+                    await start_engine(inst, nursery)
                 for _name, hook in PARENT_HOOKS:
                     await hook(inst, nursery)
                 state.write(sd.CHILD_PID, f"{process.pid}\n")

@@ -1,0 +1,128 @@
+"""stack.config: the virtual network's addresses and the engine's policy (pure data).
+
+Defaults are slirp4netns's: 10.0.2.0/24, gateway (= the host) .2, DNS .3,
+guest .100, DHCP pool .15-.30; with IPv6 fd00::/64, fd00::2, fd00::3.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+GATEWAY_MAC = bytes.fromhex("525500000002")  # slirp4netns uses 52:55:0a:00:02:02; any local MAC works
+MIN_MTU, MAX_MTU = 1280, 65520
+
+Net4 = ipaddress.IPv4Network
+Net6 = ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    cidr: Net4 = Net4("10.0.2.0/24")
+    mtu: int = 65520
+    ipv6: bool = False
+    prefix6: Net6 = Net6("fd00::/64")
+    allow_host_loopback: bool = False
+    # None = everything; () = nothing; else the networks the engine may connect to
+    outbound: tuple[ipaddress._BaseNetwork, ...] | None = None
+    dns_upstream: tuple[str, int] | None = None  # (address, port) the DNS forwarder uses
+    dns_hosts: dict[str, list[str]] | None = None  # static DNS table: then nothing is forwarded
+    gateway_mac: bytes = GATEWAY_MAC
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not MIN_MTU <= self.mtu <= MAX_MTU:
+            raise ConfigError(f"--mtu {self.mtu} is out of range: use {MIN_MTU}..{MAX_MTU}")
+        if self.cidr.prefixlen > 26:
+            raise ConfigError(f"--cidr {self.cidr} is too small: use a /26 or larger (the guest is .100)")
+
+    # addresses (bytes, as the hot path compares them)
+    def _host(self, n: int) -> bytes:
+        return (self.cidr.network_address + n).packed
+
+    @property
+    def gateway(self) -> bytes:
+        return self._host(2)
+
+    @property
+    def dns(self) -> bytes:
+        return self._host(3)
+
+    @property
+    def guest(self) -> bytes:
+        return self._host(100)
+
+    @property
+    def netmask(self) -> bytes:
+        return self.cidr.netmask.packed
+
+    @property
+    def dhcp_pool(self) -> tuple[bytes, bytes]:
+        return self._host(15), self._host(30)
+
+    @property
+    def gateway6(self) -> bytes:
+        return (self.prefix6.network_address + 2).packed
+
+    @property
+    def dns6(self) -> bytes:
+        return (self.prefix6.network_address + 3).packed
+
+    @property
+    def guest6(self) -> bytes:
+        return (self.prefix6.network_address + 0x100).packed
+
+    @property
+    def link_local6(self) -> bytes:
+        return ipaddress.IPv6Address("fe80::2").packed
+
+
+def parse_outbound(text: str) -> tuple[ipaddress._BaseNetwork, ...] | None:
+    """`--outbound=all|none|CIDR[,CIDR...]`."""
+    text = text.strip()
+    if text == "all":
+        return None
+    if text == "none":
+        return ()
+    nets = []
+    for part in text.split(","):
+        try:
+            nets.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"--outbound: {part.strip()!r} is not a CIDR: use all, none or CIDR[,CIDR...]") from None
+    return tuple(nets)
+
+
+def parse_cidr(text: str) -> Net4:
+    try:
+        return Net4(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"--cidr {text!r} is not an IPv4 network (e.g. 10.0.2.0/24)") from None
+
+
+def parse_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
+    """`ADDR[:PORT]`, `[V6ADDR]:PORT` or a bare IPv6 address."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest.startswith(":"):
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, p = text.split(":")
+        port = _port(p, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{text!r}: not an IP address (use ADDR[:PORT], [V6ADDR]:PORT)") from None
+    return host, port
+
+
+def _port(p: str, text: str) -> int:
+    if not p.isdigit() or not 0 < int(p) < 65536:
+        raise ConfigError(f"{text!r}: bad port {p!r}")
+    return int(p)
