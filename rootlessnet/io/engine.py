@@ -54,6 +54,20 @@ def _make_helpers(cfg: NetConfig) -> dict[str, Any]:
     return out
 
 
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: every flow holds a host socket."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 class Engine:
     def __init__(self, cfg: NetConfig, tap_fd: int, *, vnet: bool, offload: bool, pcap: str | None = None,
                  warn: Callable[[str], None] | None = None):
@@ -62,6 +76,7 @@ class Engine:
         self.vnet = vnet
         rng = random.SystemRandom()
         self.core = Core(cfg, vnet=vnet, offload=offload, rand32=lambda: rng.getrandbits(32), **_make_helpers(cfg))
+        self.fd_limit = raise_fd_limit()
         self.ep = select.epoll()
         self._handlers: dict[int, tuple[Callable, Any]] = {}
         self.tcp = TcpNat(self)
@@ -70,6 +85,7 @@ class Engine:
         self.pcap = PcapWriter(pcap) if pcap else None
         self._timer_scope: trio.CancelScope | None = None
         self._next_sweep = 0.0
+        self._ndp_at: float | None = 0.0 if cfg.ipv6 else None
         self._warn = warn or (lambda text: print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True))
         self.started = trio.Event()
 
@@ -165,6 +181,7 @@ class Engine:
                 await trio.sleep_forever()
             now = trio.current_time()
             self.core.run_timers(now)
+            self._ndp_at = self.core.ndp_poll(now)
             if now >= self._next_sweep:
                 self._next_sweep = now + SWEEP_INTERVAL
                 self.tcp.sweep(now)
@@ -178,6 +195,8 @@ class Engine:
             return
         d = self.core.next_deadline()
         d = self._next_sweep if d is None else min(d, self._next_sweep)
+        if self._ndp_at is not None:
+            d = min(d, self._ndp_at)
         if d < scope.deadline:
             scope.deadline = d
 

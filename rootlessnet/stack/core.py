@@ -285,8 +285,8 @@ class Core:
             if self.ndp is None:
                 self.stats["drop_ndp_disabled"] += 1
                 return
-            for dst_mac, ip_dst, msg in self.ndp.handle(src, dst, hlim, bytes(l4), src_mac, now):
-                self._out([self.fb.ip_frame(self.ndp.reply_source(msg, ip_dst), ip_dst, 58, msg, dst_mac=dst_mac, hop_limit=255)])
+            for r in self.ndp.handle(src, dst, hlim, bytes(l4), src_mac, now):
+                self._ndp_out(r)
             return
         if itype == 128 and l4[1] == 0:
             ident, seq = _HH.unpack_from(l4, 4)
@@ -298,6 +298,19 @@ class Core:
                 self.events.append((EV_PING, src, dst, ident, seq, data))
             return
         self.stats["icmp6_ignored"] += 1
+
+    def _ndp_out(self, r) -> None:
+        frame = self.fb.ip_frame(r.src, r.dst, 58, r.icmp, dst_mac=r.dst_mac, hop_limit=255)
+        self.frames.append([frame])  # NDP goes out even before the guest's MAC is known (multicast)
+
+    def ndp_poll(self, now: float) -> float | None:
+        """Send due unsolicited router advertisements; the next time to call again."""
+        if self.ndp is None:
+            return None
+        r = self.ndp.unsolicited_ra(now)
+        if r is not None:
+            self._ndp_out(r)
+        return self.ndp.poll_at()
 
     def icmp6_echo_reply(self, src: bytes, dst: bytes, ident: int, seq: int, data: bytes) -> None:
         msg = struct.pack("!BBHHH", 129, 0, 0, ident, seq) + data

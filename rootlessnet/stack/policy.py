@@ -31,6 +31,8 @@ class Policy:
         self.net4 = cfg.cidr
         self.net6 = cfg.prefix6
         self.outbound = cfg.outbound
+        lo, hi = cfg.dhcp_pool
+        self._pool = (int.from_bytes(lo, "big"), int.from_bytes(hi, "big"))
 
     def translate(self, dst: bytes, port: int) -> tuple[str, int] | str:
         """(host address, port) to connect/send to, or a refusal reason string."""
@@ -43,6 +45,10 @@ class Policy:
                 return self.cfg.dns_upstream
             return REFUSED_VIRTUAL
         addr = ipaddress.ip_address(dst)
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            # ::ffff:a.b.c.d reaches a.b.c.d over IPv4 on a dual-stack host: apply the IPv4 rules
+            v4 = addr.ipv4_mapped.packed
+            return self.translate(v4, port) if v4 not in (self.gw4, self.dns4) else REFUSED_VIRTUAL
         if addr in (self.net4 if addr.version == 4 else self.net6):
             return REFUSED_VIRTUAL
         if addr.is_loopback or addr.is_unspecified or addr.is_multicast or addr.is_link_local:
@@ -54,5 +60,9 @@ class Policy:
     def is_virtual(self, dst: bytes) -> bool:
         """An address the engine itself owns (answers ARP/NDP and echo for)."""
         if len(dst) == 4:
-            return dst != self.cfg.guest and ipaddress.IPv4Address(dst) in self.net4
+            if dst == self.cfg.guest or ipaddress.IPv4Address(dst) not in self.net4:
+                return False
+            n = int.from_bytes(dst, "big")
+            # DHCP pool addresses belong to guests (RFC 5227 probes must go unanswered)
+            return not self._pool[0] <= n <= self._pool[1]
         return dst in (self.gw6, self.dns6, self.cfg.link_local6)
