@@ -34,6 +34,8 @@ BROADCAST = b"\xff" * 6
 _U16 = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
+_V6_LOOPBACK = bytes(15) + b"\x01"
+_V6_ANY = bytes(16)
 
 # events for the shell
 EV_TCP_OPEN = "tcp_open"  # (EV, flow): connect the host side, then tcp_accept/tcp_refuse
@@ -133,18 +135,17 @@ class Core:
         if dst_mac != self.cfg.gateway_mac and not (dst_mac[0] & 1):
             self.stats["drop_not_for_us"] += 1
             return
-        self._learn_mac(src_mac)
         if etype == 0x0800:
-            self._ip4(mv[14:], vflags, now)
+            self._ip4(mv[14:], vflags, now, src_mac)
         elif etype == 0x86DD:
             self._ip6(mv[14:], vflags, now, src_mac)
         elif etype == 0x0806:
-            self._arp(mv[14:])
+            self._arp(mv[14:], src_mac)
         else:
             self.stats["drop_ethertype"] += 1
 
     # -- ARP (RFC 826) -----------------------------------------------------------
-    def _arp(self, mv: memoryview) -> None:
+    def _arp(self, mv: memoryview, src_mac: bytes) -> None:
         if len(mv) < 28:
             self.stats["drop_arp_short"] += 1
             return
@@ -152,6 +153,7 @@ class Core:
         if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4:
             self.stats["drop_arp_bad"] += 1
             return
+        self._learn_mac(src_mac)
         if spa != b"\0\0\0\0":
             self.guest_ips.add(spa)
         if op == 1 and tpa not in self.guest_ips and self.policy.is_virtual(tpa):
@@ -162,30 +164,31 @@ class Core:
             self.stats["arp_ignored"] += 1
 
     # -- IPv4 (RFC 791) ----------------------------------------------------------
-    def _ip4(self, mv: memoryview, vflags: int, now: float) -> None:
+    def _ip4(self, mv: memoryview, vflags: int, now: float, src_mac: bytes) -> bool:
         n = len(mv)
         if n < 20:
             self.stats["drop_ip4_short"] += 1
-            return
+            return False
         vihl = mv[0]
         ihl = (vihl & 15) * 4
         total = _U16.unpack_from(mv, 2)[0]
         if vihl >> 4 != 4 or ihl < 20 or total < ihl or total > n:
             self.stats["drop_ip4_bad_header"] += 1
-            return
+            return False
         if ones_sum(mv[:ihl]) != 0xFFFF:
             self.stats["drop_ip4_bad_checksum"] += 1
-            return
+            return False
         frag = _U16.unpack_from(mv, 6)[0]
         if frag & 0x3FFF:  # MF or an offset: fragments are not reassembled
             self.stats["drop_ip4_fragment"] += 1
-            return
+            return True
         proto = mv[9]
         src = bytes(mv[12:16])
         dst = bytes(mv[16:20])
         if src[0] == 127 or src[0] >= 224 or src == b"\0\0\0\0" and proto != 17:
             self.stats["drop_ip4_bad_source"] += 1
-            return
+            return False
+        self._learn_mac(src_mac)
         l4 = mv[ihl:total]
         if proto == 6:
             self._tcp_in(src, dst, l4, vflags, now, mv[:total])
@@ -195,6 +198,7 @@ class Core:
             self._icmp4_in(src, dst, l4, mv[:total])
         else:
             self.stats["drop_ip4_proto"] += 1
+        return True
 
     def _pseudo4(self, src: bytes, dst: bytes, proto: int, length: int) -> int:
         return ones_sum(src + dst + struct.pack("!xBH", proto, length))
@@ -219,6 +223,11 @@ class Core:
             return
         if not self.cfg.ipv6:
             self.stats["drop_ip6_disabled"] += 1
+            return
+        if src[0] != 0xFF and src != _V6_ANY:
+            self._learn_mac(src_mac)
+        if src[0] == 0xFF or src == _V6_LOOPBACK or (src == _V6_ANY and nh != 58):
+            self.stats["drop_ip6_bad_source"] += 1  # multicast, loopback; :: only for NDP (DAD)
             return
         l4 = mv[40 : 40 + plen]
         if nh == 6:
@@ -331,6 +340,7 @@ class Core:
         if ulen < 8 or ulen > len(l4):
             self.stats["drop_udp_bad_length"] += 1
             return
+        hl = len(packet) - len(l4)  # IP header length, options included
         l4 = l4[:ulen]
         if (csum or len(src) == 16) and not self._l4_csum_ok(src, dst, 17, l4, vflags):
             self.stats["drop_udp_bad_checksum"] += 1
@@ -346,6 +356,8 @@ class Core:
                                            dst_mac=BROADCAST if bcast else None):
                     self._out([f])
                 self.stats["dhcp_replies"] += 1
+            else:
+                self.stats["drop_dhcp"] += 1
             return
         if src == b"\0\0\0\0":
             self.stats["drop_ip4_bad_source"] += 1
@@ -356,8 +368,10 @@ class Core:
             if answer is not None:
                 self.udp_out(dst, 53, src, sport, answer)
                 self.stats["dns_static_answers"] += 1
+            else:
+                self.stats["drop_dns_static"] += 1
             return
-        self.events.append((EV_UDP, src, sport, dst, dport, payload, bytes(packet[: (20 if len(src) == 4 else 40) + 8])))
+        self.events.append((EV_UDP, src, sport, dst, dport, payload, bytes(packet[: hl + 8])))
 
     def udp_out(self, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
         for f in self.fb.udp_frames(src, dst, sport, dport, payload, self.cfg.mtu):
@@ -460,7 +474,8 @@ class Core:
     def _fake_syn_packet(self, flow: TcpFlow) -> bytes:
         th = TCP.pack(flow.gport, flow.rport, flow.conn.irs, 0, 0x50, TCP_SYN, 0, 0, 0)
         if len(flow.gip) == 4:
-            return IP4.pack(0x45, 0, 40, 0, 0x4000, 64, 6, 0, flow.gip, flow.rip) + th
+            h = IP4.pack(0x45, 0, 40, 0, 0x4000, 64, 6, 0, flow.gip, flow.rip)
+            return h[:10] + _U16.pack(0xFFFF - ones_sum(h)) + h[12:] + th
         return IP6.pack(0x60000000, 20, 6, 64, flow.gip, flow.rip) + th
 
     def touch(self, flow: TcpFlow) -> None:
