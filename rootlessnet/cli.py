@@ -64,6 +64,11 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dns-upstream", metavar="ADDR[:PORT]", help="DNS server behind 10.0.2.3 (default: first nameserver of /etc/resolv.conf)")
     g.add_argument("--pcap", metavar="FILE", help="write every frame on the tap to FILE (pcap)")
     g.add_argument("--no-vnet-hdr", action="store_true", help=argparse.SUPPRESS)
+    g = p.add_argument_group("ports")
+    g.add_argument("--port-driver", choices=["builtin", "slirp", "slirp4netns", "none"],
+                   help="builtin (default with --net=slirp): the child dials, bytes move by splice; slirp: the engine forwards")
+    g.add_argument("-p", "--publish", action="append", default=[], metavar="[PARENTIP:]PARENTPORT[:CHILDIP]:CHILDPORT/PROTO",
+                   help="publish a port (repeatable), e.g. 8080:80/tcp")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     p.set_defaults(func=cmd_run)
 
@@ -80,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         subid_source=args.subid_source, quiet=args.quiet, mtu=args.mtu, cidr=args.cidr, ifname=args.ifname,
         ipv6=args.ipv6, allow_host_loopback=args.allow_host_loopback and not args.disable_host_loopback,
         outbound=args.outbound, dns_upstream=args.dns_upstream, pcap=args.pcap, vnet_hdr=not args.no_vnet_hdr,
+        port_driver=args.port_driver, publish=args.publish,
     )
     opts.validate()
     return trio.run(run_command, opts)

@@ -88,6 +88,8 @@ class Engine:
         self._ndp_at: float | None = 0.0 if cfg.ipv6 else None
         self._warn = warn or (lambda text: print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True))
         self.started = trio.Event()
+        self.udp_inbound: dict[tuple, Callable[[bytes, float], None]] = {}
+        self.sweepers: list[Callable[[float], None]] = []
 
     # -- epoll registry (used by io.nat) ------------------------------------------
     def register(self, fd: int, handler: Callable, ctx: Any) -> None:
@@ -187,6 +189,8 @@ class Engine:
                 self.tcp.sweep(now)
                 self.udp.sweep(now)
                 self.ping.sweep(now)
+                for sweep in self.sweepers:
+                    sweep(now)
             self.process(now)
 
     def _arm_timer(self) -> None:

@@ -72,6 +72,16 @@ class TcpNat:
         self.engine.register(hc.fd, self._on_event, hc)
         self._set_mask(hc, EPOLLOUT)
 
+    def adopt(self, flow: TcpFlow, sock: socket.socket, now: float) -> None:
+        """A connected host socket for a flow the engine opened towards the guest (port forwarding)."""
+        sock.setblocking(False)
+        hc = HostConn(flow, sock, now)
+        hc.connecting = False
+        flow.handle = hc
+        self.conns[hc.fd] = hc
+        self.engine.register(hc.fd, self._on_event, hc)
+        self._want(hc)
+
     def _connect_failed(self, hc: HostConn, err: int) -> None:
         flow = hc.flow
         stats = self.core.stats
@@ -237,6 +247,10 @@ class UdpNat:
 
     def send(self, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes, header: bytes, now: float) -> None:
         key = (src, sport, dst, dport)
+        inbound = self.engine.udp_inbound.get(key)
+        if inbound is not None:  # a reply to a forwarded host client (slirp port driver)
+            inbound(payload, now)
+            return
         f = self.flows.get(key)
         stats = self.core.stats
         if f is None:

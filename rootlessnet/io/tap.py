@@ -46,7 +46,8 @@ def open_tap(name: str, *, vnet: bool = True, offload: bool = True) -> tuple[int
         raise
 
 
-def configure(name: str, *, mtu: int, address: str, prefixlen: int, gateway: str, ipv6: bool) -> None:
+def configure(name: str, *, mtu: int, address: str, prefixlen: int, gateway: str, ipv6: bool,
+              address6: str | None = None, mac: str | None = None) -> None:
     """Address, MTU, up and default route for the guest side (pyroute2, in this thread's netns)."""
     if ipv6:
         _sysctl(f"/proc/sys/net/ipv6/conf/{name}/accept_ra", "2")
@@ -58,9 +59,13 @@ def configure(name: str, *, mtu: int, address: str, prefixlen: int, gateway: str
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)[0]
         ipr.link("set", index=idx, mtu=mtu)
+        if mac:
+            ipr.link("set", index=idx, address=mac)
         ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
         ipr.link("set", index=idx, state="up")
         ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+        if ipv6 and address6:
+            ipr.addr("add", index=idx, address=address6, prefixlen=64)
 
 
 def _sysctl(path: str, value: str) -> None:

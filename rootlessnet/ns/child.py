@@ -111,6 +111,7 @@ class Child:
             "start": self.op_start,
             "socket": self.op_socket,
             "tap": self.op_tap,
+            "dial": self.op_dial,
         }
 
     # -- messages ---------------------------------------------------------
@@ -270,6 +271,20 @@ class Child:
             raise
         return {"netns": os.stat("/proc/thread-self/ns/net").st_ino}, [s.detach()]
 
+    def op_dial(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """A socket connected to HOST:PORT inside the namespace (the builtin port driver's dial)."""
+        host, port = req["host"], int(req["port"])
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        kind = socket.SOCK_DGRAM if req.get("proto", "tcp") == "udp" else socket.SOCK_STREAM
+        s = socket.socket(family, kind)
+        try:
+            s.settimeout(10)
+            s.connect((host, port))
+        except BaseException:
+            s.close()
+            raise
+        return {}, [s.detach()]
+
     def op_tap(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """Create and configure the guest's tap in the netns; its fd goes to the engine."""
         from rootlessnet.io.tap import configure, open_tap
@@ -277,7 +292,8 @@ class Child:
         fd, vnet, offload = open_tap(req["name"], vnet=req.get("vnet", True), offload=req.get("offload", True))
         try:
             configure(req["name"], mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
-                      gateway=req["gateway"], ipv6=req.get("ipv6", False))
+                      gateway=req["gateway"], ipv6=req.get("ipv6", False), address6=req.get("address6"),
+                      mac=req.get("mac"))
         except BaseException:
             os.close(fd)
             raise

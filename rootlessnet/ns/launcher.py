@@ -27,6 +27,7 @@ from rootlessnet.ns.control import AsyncControl
 from rootlessnet.ns.syscalls import PROPAGATION
 
 NETS = ("slirp", "slirp4netns", "none", "host")
+PORT_DRIVERS = ("builtin", "slirp", "none")
 REAPERS = ("auto", "true", "false")
 SETUP_TIMEOUT = 60.0
 NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, signal.SIGSTOP}
@@ -59,6 +60,15 @@ class RunOptions:
     dns_hosts: dict[str, list[str]] | None = None
     pcap: str | None = None
     vnet_hdr: bool = True
+    # ports
+    port_driver: str | None = None  # None: builtin with --net=slirp, else none
+    publish: list[str] = field(default_factory=list)
+    api: bool = True
+
+    @property
+    def port_driver_name(self) -> str:
+        d = self.port_driver or ("builtin" if self.slirp else "none")
+        return "slirp" if d == "slirp4netns" else d
 
     @property
     def slirp(self) -> bool:
@@ -91,6 +101,21 @@ class RunOptions:
             raise UserError(f"--ifname {self.ifname!r}: use a name of 1-15 characters")
         if self.slirp:
             self.net_config()
+        if self.port_driver_name not in PORT_DRIVERS:
+            raise UserError(f"unknown --port-driver {self.port_driver!r}: use one of builtin, slirp (alias slirp4netns), none")
+        if self.port_driver_name == "slirp" and not self.slirp:
+            raise UserError("--port-driver=slirp needs --net=slirp (the engine forwards the ports)")
+        if self.port_driver_name == "builtin" and self.net == "host":
+            raise UserError("--port-driver=builtin needs a network namespace: with --net=host, ports need no forwarding")
+        if self.publish and self.port_driver_name == "none":
+            raise UserError("-p/--publish needs a port driver: use --port-driver=builtin or slirp")
+        from rootlessnet.port.spec import SpecError, parse_spec
+
+        for p in self.publish:
+            try:
+                parse_spec(p)
+            except SpecError as e:
+                raise UserError(f"-p {p}: {e}") from None
         for d in self.copy_up:
             if not os.path.isabs(d) or not os.path.isdir(d):
                 raise UserError(f"--copy-up={d}: not an absolute path to an existing directory")
@@ -106,6 +131,33 @@ class Instance:
     control: AsyncControl
     info: dict[str, Any] = field(default_factory=dict)
     engine: Any = None
+    ports: Any = None  # the port driver
+
+    def api_info(self) -> dict[str, Any]:
+        """GET /v1/info, as rootlesskit API 1.1.1."""
+        import ipaddress
+
+        from rootlessnet import __version__
+
+        out: dict[str, Any] = {"apiVersion": "1.1.1", "version": __version__, "stateDir": self.state_dir,
+                               "childPID": self.child_pid}
+        if self.engine is not None:
+            cfg = self.engine.cfg
+            dns = [str(ipaddress.ip_address(cfg.dns))] + ([str(ipaddress.ip_address(cfg.dns6))] if cfg.ipv6 else [])
+            out["networkDriver"] = {"driver": "slirp4netns", "dns": dns, "childIP": str(ipaddress.ip_address(cfg.guest)),
+                                    "dynamicChildIP": False}
+        if self.ports is not None:
+            out["portDriver"] = {"driver": self.ports.name, "protos": list(self.ports.protos),
+                                 "disallowLoopbackChildIP": self.ports.disallow_loopback_child_ip}
+        return out
+
+    def statistics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.engine is not None:
+            out["engine"] = self.engine.statistics()
+        if self.ports is not None:
+            out["ports"] = getattr(self.ports, "stats", {})
+        return out
 
     @property
     def child_pid(self) -> int:
@@ -174,7 +226,7 @@ async def start_engine(inst: "Instance", nursery: trio.Nursery) -> None:
     reply, fds = await inst.control.request(
         "tap", name=opts.ifname, mtu=opts.mtu, address=str(ipaddress.ip_address(netcfg.guest)),
         prefixlen=netcfg.cidr.prefixlen, gateway=str(ipaddress.ip_address(netcfg.gateway)), ipv6=opts.ipv6,
-        vnet=opts.vnet_hdr)
+        address6=str(ipaddress.ip_address(netcfg.guest6)), vnet=opts.vnet_hdr)
     if len(fds) != 1:
         raise UserError("the namespace child did not send the tap device")
     os.set_blocking(fds[0], False)
@@ -195,6 +247,41 @@ async def start_engine(inst: "Instance", nursery: trio.Nursery) -> None:
 
     nursery.start_soon(guarded)
     await engine.started.wait()
+
+
+async def start_ports(inst: "Instance", nursery: trio.Nursery) -> None:
+    """The port driver, the -p ports (listening before child_pid is written) and api.sock."""
+    opts = inst.opts
+    name = opts.port_driver_name
+    if name == "builtin":
+        from rootlessnet.port.builtin import BuiltinDriver
+
+        gw = "10.0.2.2"
+        if inst.engine is not None:
+            import ipaddress
+
+            gw = str(ipaddress.ip_address(inst.engine.cfg.gateway))
+        inst.ports = BuiltinDriver(inst.control, nursery, gateway=gw)
+    elif name == "slirp":
+        from rootlessnet.port.slirp import SlirpPortDriver
+
+        inst.ports = SlirpPortDriver(inst.engine)
+    if inst.ports is not None:
+        from rootlessnet.port.spec import PortError, parse_spec
+
+        for p in opts.publish:
+            try:
+                await inst.ports.add(parse_spec(p))
+            except PortError as e:
+                raise UserError(f"-p {p}: {e}") from None
+    if opts.api:
+        try:
+            from rootlessnet.api.server import serve_api
+        except ImportError:
+            return
+        await nursery.start(lambda task_status: serve_api(
+            inst.state.file(sd.API_SOCK), info=inst.api_info, ports=inst.ports, stats=inst.statistics,
+            task_status=task_status))
 
 
 def _child_argv(fd: int) -> list[str]:
@@ -289,6 +376,7 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
                 nursery.start_soon(inst.control.serve)
                 if opts.slirp:
                     await start_engine(inst, nursery)
+                await start_ports(inst, nursery)
                 for _name, hook in PARENT_HOOKS:
                     await hook(inst, nursery)
                 state.write(sd.CHILD_PID, f"{process.pid}\n")

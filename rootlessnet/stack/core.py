@@ -91,12 +91,20 @@ class Core:
     # ------------------------------------------------------------------ output
     def _out(self, item: list) -> None:
         if self.guest_mac is None:
+            if not self._pending_l2:
+                self._arp_request(self.cfg.guest)
             if len(self._pending_l2) < 256:
                 self._pending_l2.append(item)
             else:
                 self.stats["drop_no_guest_mac"] += 1
             return
         self.frames.append(item)
+
+    def _arp_request(self, target: bytes) -> None:
+        """Who has TARGET? (used to learn the guest's MAC before talking first)."""
+        req = _ARP.pack(1, 0x0800, 6, 4, 1, self.cfg.gateway_mac, self.cfg.gateway, b"\0" * 6, target)
+        self.frames.append([self.fb.l2_frame(BROADCAST, 0x0806, req)])
+        self.stats["arp_requests"] += 1
 
     def take_frames(self) -> list[list]:
         out = self.frames
@@ -450,6 +458,22 @@ class Core:
             return
         flow.handle = dest
         self.events.append((EV_TCP_OPEN, flow))
+
+    def tcp_connect(self, src: bytes, sport: int, dst: bytes, dport: int, now: float) -> TcpFlow | None:
+        """Active open towards the guest (port forwarding): src:sport is who the guest
+        sees connecting. None if that 4-tuple is in use."""
+        key = (dst, dport, src, sport)
+        if key in self.flows:
+            return None
+        cfg = self.tcp_cfg4 if len(src) == 4 else self.tcp_cfg6
+        conn = TcpConnection.connect(now=now, iss=self.rand32() & 0xFFFFFFFF, config=cfg)
+        if self.max_tx:
+            conn.max_tx_payload = self.max_tx
+        flow = TcpFlow(conn, dst, dport, src, sport)
+        self.flows[key] = flow
+        self.stats["tcp_forward_connects"] += 1
+        self._touch(flow)
+        return flow
 
     def tcp_accept(self, flow: TcpFlow, now: float) -> None:
         flow.conn.accept(now)
