@@ -106,7 +106,13 @@ def cmd_nsenter(args: argparse.Namespace) -> int:
     return nsenter.run(_default_state_dir(args.state_dir), _command(args.command), net=not args.no_net)
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_run_parser, add_nsenter_parser]
+def add_api_parsers(sub: argparse._SubParsersAction) -> None:
+    from rootlessnet.api.cli import add_parsers
+
+    add_parsers(sub)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_run_parser, add_nsenter_parser, add_api_parsers]
 
 
 def build_parser() -> argparse.ArgumentParser:

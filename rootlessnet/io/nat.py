@@ -36,7 +36,7 @@ def _family(host: str) -> int:
 class HostConn:
     """The host socket of one TcpFlow."""
 
-    __slots__ = ("flow", "sock", "fd", "mask", "connecting", "host_eof", "shut_wr", "dead", "since")
+    __slots__ = ("flow", "sock", "fd", "mask", "connecting", "host_eof", "shut_wr", "dead", "since", "close_pending")
 
     def __init__(self, flow: TcpFlow, sock: socket.socket, now: float):
         self.flow = flow
@@ -48,6 +48,7 @@ class HostConn:
         self.shut_wr = False
         self.dead = False
         self.since = now
+        self.close_pending = False  # host EOF before the guest side is established
 
 
 class TcpNat:
@@ -151,7 +152,10 @@ class TcpNat:
             conn.send(data)
         else:
             hc.host_eof = True
-            conn.close()
+            if conn.established:
+                conn.close()
+            else:  # CLOSE in SYN-SENT would delete the connection (RFC 9293 §3.10.4): FIN once established
+                hc.close_pending = True
         self.core.touch(hc.flow)
 
     def _push(self, hc: HostConn) -> None:
@@ -192,6 +196,10 @@ class TcpNat:
             self._close(hc, rst=True)
             self.core.free_flow(flow)
             return
+        if hc.close_pending and n & Notice.ESTABLISHED:
+            hc.close_pending = False
+            flow.conn.close()
+            self.core.touch(flow)
         if not hc.dead and not hc.connecting:
             if n & (Notice.READABLE | Notice.PEER_FIN):
                 self._push(hc)
@@ -247,8 +255,9 @@ class UdpNat:
 
     def send(self, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes, header: bytes, now: float) -> None:
         key = (src, sport, dst, dport)
-        inbound = self.engine.udp_inbound.get(key)
-        if inbound is not None:  # a reply to a forwarded host client (slirp port driver)
+        # replies to forwarded host clients (slirp port driver), whatever guest address they come from
+        inbound = self.engine.udp_inbound.get((sport, dst, dport)) if self.engine.udp_inbound else None
+        if inbound is not None:
             inbound(payload, now)
             return
         f = self.flows.get(key)

@@ -142,10 +142,10 @@ class SlirpPortDriver:
             if m is None:
                 src = self._source(addr[0], port.target)
                 sport = addr[1]
-                key = (port.target, dport, src, sport)
+                key = (dport, src, sport)  # (guest port, address the guest sees, port): any guest address
                 while key in self.engine.udp_inbound:
                     sport = self._rng.randrange(32768, 61000)
-                    key = (port.target, dport, src, sport)
+                    key = (dport, src, sport)
 
                 def reply(payload: bytes, t: float, lsock=lsock, addr=addr, port=port) -> None:
                     try:
@@ -159,7 +159,7 @@ class SlirpPortDriver:
                 self.engine.udp_inbound[key] = reply
                 m = (key, now)
             port.udp[addr] = (m[0], now)
-            src, sport = m[0][2], m[0][3]
+            src, sport = m[0][1], m[0][2]
             self.core.udp_out(src, sport, port.target, dport, data)
             self.core.stats["forward_udp_datagrams"] += 1
 
