@@ -67,6 +67,11 @@ class StateDir:
                 raise UserError(f"state directory {self.path} is locked: another instance is running with the same state directory? (stop it, or use another --state-dir)") from None
             raise
         self._lock_fd = fd
+        try:  # api.sock lives here: the directory is private to the user
+            if os.stat(self.path).st_mode & 0o077:
+                os.chmod(self.path, 0o700)
+        except OSError as e:
+            raise UserError(f"cannot make state directory {self.path} private: {e.strerror}") from None
         self._clean()
 
     def _clean(self) -> None:
