@@ -112,7 +112,14 @@ def add_api_parsers(sub: argparse._SubParsersAction) -> None:
     add_parsers(sub)
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_run_parser, add_nsenter_parser, add_api_parsers]
+def add_slirp4netns_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("slirp4netns", add_help=False, help="the engine alone, with slirp4netns's command line",
+                       description="slirp4netns-compatible front end: rootlessnet slirp4netns --help")
+    p.add_argument("args", nargs=argparse.REMAINDER)  # main() dispatches before argparse; listed for --help
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_run_parser, add_nsenter_parser, add_api_parsers, add_slirp4netns_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["slirp4netns"]:  # its own command line, --help included (rootlesskit greps it)
+        from rootlessnet.slirp4netns import main as slirp4netns_main
+
+        return slirp4netns_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -193,7 +193,11 @@ class TcpNat:
             return
         if n & (Notice.RESET | Notice.TIMED_OUT):
             self.core.stats["tcp_guest_reset" if n & Notice.RESET else "tcp_timed_out"] += 1
-            self._close(hc, rst=True)
+            # Data the guest sent before its RST is delivered first (as Linux delivers queued data before
+            # reporting a reset); a reset would discard it, so then the host side gets a FIN instead.
+            if not hc.dead and not hc.connecting and flow.conn.readable():
+                self._push(hc)
+            self._close(hc, rst=not self._unsent(hc))
             self.core.free_flow(flow)
             return
         if hc.close_pending and n & Notice.ESTABLISHED:
@@ -213,6 +217,20 @@ class TcpNat:
                     self._push(hc)
                 self._close(hc, rst=flow.conn.reset_by_peer or flow.conn.timed_out)
             self.core.free_flow(flow)
+
+    @staticmethod
+    def _unsent(hc: HostConn) -> bool:
+        """Bytes still queued in the host socket (TIOCOUTQ), or left in the guest's buffer."""
+        if hc.dead:
+            return False
+        try:
+            import fcntl
+            import struct
+
+            outq = struct.unpack("i", fcntl.ioctl(hc.fd, 0x5411, b"\0\0\0\0"))[0]
+        except OSError:
+            outq = 0
+        return outq > 0 or hc.flow.conn.readable() > 0
 
     def _close(self, hc: HostConn, *, rst: bool) -> None:
         if hc.dead:
