@@ -64,6 +64,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dns-upstream", metavar="ADDR[:PORT]", help="DNS server behind 10.0.2.3 (default: first nameserver of /etc/resolv.conf)")
     g.add_argument("--pcap", metavar="FILE", help="write every frame on the tap to FILE (pcap)")
     g.add_argument("--no-vnet-hdr", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--hosts", metavar="A,B,...", help="a multi-host network: one netns with its own tap per host (STATE/netns.d/NAME), switched by the engine")
+    g.add_argument("--dns-hosts", metavar="FILE.json", help="answer DNS from this static table {name: address(es)}; everything else is NXDOMAIN and no upstream is asked")
     g = p.add_argument_group("ports")
     g.add_argument("--port-driver", choices=["builtin", "slirp", "slirp4netns", "none"],
                    help="builtin (default with --net=slirp): the child dials, bytes move by splice; slirp: the engine forwards")
@@ -86,9 +88,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         ipv6=args.ipv6, allow_host_loopback=args.allow_host_loopback and not args.disable_host_loopback,
         outbound=args.outbound, dns_upstream=args.dns_upstream, pcap=args.pcap, vnet_hdr=not args.no_vnet_hdr,
         port_driver=args.port_driver, publish=args.publish,
+        hosts=[h for h in (args.hosts or "").split(",") if h], dns_hosts=_load_dns_hosts(args.dns_hosts),
     )
     opts.validate()
     return trio.run(run_command, opts)
+
+
+def _load_dns_hosts(path: str | None) -> dict[str, list[str]] | None:
+    """--dns-hosts FILE.json: {name: "addr" | ["addr", ...]}."""
+    if path is None:
+        return None
+    import ipaddress
+    import json
+
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except OSError as e:
+        raise UserError(f"--dns-hosts {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise UserError(f"--dns-hosts {path}: not JSON ({e})") from None
+    if not isinstance(table, dict):
+        raise UserError(f"--dns-hosts {path}: must be a JSON object {{name: address or [addresses]}}")
+    out: dict[str, list[str]] = {}
+    for name, addrs in table.items():
+        addrs = [addrs] if isinstance(addrs, str) else addrs
+        if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
+            raise UserError(f"--dns-hosts {path}: {name!r} must map to an address or a list of addresses")
+        for a in addrs:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                raise UserError(f"--dns-hosts {path}: {a!r} (for {name!r}) is not an IP address") from None
+        out[name] = addrs
+    return out
 
 
 def add_nsenter_parser(sub: argparse._SubParsersAction) -> None:
@@ -96,6 +129,8 @@ def add_nsenter_parser(sub: argparse._SubParsersAction) -> None:
                        description="Run CMD in a running instance's user, mount and network namespaces.")
     p.add_argument("--state-dir", help="the instance's state directory (default: $ROOTLESSKIT_STATE_DIR)")
     p.add_argument("--no-net", action="store_true", help="stay in the host network namespace")
+    p.add_argument("--netns", metavar="NAME", help="a named netns of the instance (STATE/netns.d/NAME, e.g. a --hosts host)")
+    p.add_argument("--hostname", metavar="NAME", help="run in a new UTS namespace with this hostname")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     p.set_defaults(func=cmd_nsenter)
 
@@ -103,7 +138,8 @@ def add_nsenter_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_nsenter(args: argparse.Namespace) -> int:
     from rootlessnet.ns import nsenter
 
-    return nsenter.run(_default_state_dir(args.state_dir), _command(args.command), net=not args.no_net)
+    return nsenter.run(_default_state_dir(args.state_dir), _command(args.command), net=not args.no_net,
+                       netns=args.netns, hostname=args.hostname)
 
 
 def add_api_parsers(sub: argparse._SubParsersAction) -> None:

@@ -75,6 +75,10 @@ class ApiClient:
 
     # -- transport
 
+    def request(self, method: str, path: str, obj: Any = None) -> Any:
+        """Any route (e.g. the multi-host extensions): the decoded JSON answer, or ApiError."""
+        return self._request(method, path, obj)
+
     def _request(self, method: str, path: str, obj: Any = None) -> Any:
         body = None if obj is None else json.dumps(obj).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}

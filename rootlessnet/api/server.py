@@ -254,10 +254,14 @@ class _Disconnected(Exception):
 class Api:
     """The routes; independent of the transport (tests can call `dispatch` directly)."""
 
-    def __init__(self, info: Callable[[], dict], ports: PortDriver | None, stats: Callable[[], dict] | None):
+    def __init__(self, info: Callable[[], dict], ports: PortDriver | None, stats: Callable[[], dict] | None,
+                 extensions: Any = None):
         self.info = info
         self.ports = ports
         self.stats = stats
+        # our own routes (multi-host networks): `await extensions.handle(method, path, body)` returns
+        # (status, json) or None when the path is not theirs; ValueError -> 400 with its message
+        self.extensions = extensions
 
     async def dispatch(self, req: Request) -> Response:
         try:
@@ -291,6 +295,14 @@ class Api:
             if req.method != "DELETE":
                 return _not_allowed("DELETE")
             return await self._remove_port(m.group(1))
+        if self.extensions is not None:
+            try:
+                got = await self.extensions.handle(req.method, path, req.body)
+            except ValueError as e:
+                return error_response(400, str(e))
+            if got is not None:
+                status, obj = got
+                return Response(status) if obj is None else json_response(status, obj)
         return error_response(404, f"no such API endpoint: {path} (see /v1/info, /v1/ports, /v1/stats)")
 
     async def _add_port(self, req: Request) -> Response:
@@ -405,14 +417,15 @@ def _remove_stale(path: str) -> None:
 
 
 async def serve_api(path: str, *, info: Callable[[], dict], ports: PortDriver | None,
-                    stats: Callable[[], dict] | None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    stats: Callable[[], dict] | None, extensions: Any = None,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve the REST API on a UNIX socket at `path` (mode 0600) until cancelled.
 
     Calls `task_status.started(path)` once listening; removes the socket file on exit.
     """
     _check_dir(path)
     _remove_stale(path)
-    api = Api(info, ports, stats)
+    api = Api(info, ports, stats, extensions)
     sock = trio.socket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
     ino = None
     try:

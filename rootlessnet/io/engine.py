@@ -1,11 +1,17 @@
-"""io.engine: the trio shell around stack.core — tap, epoll, timers, NAT.
+"""io.engine: the trio shell around stack.core — taps, epoll, timers, NAT, links.
 
-Three tasks in one nursery: the tap reader (reads until EAGAIN, bounded
-batches, feeds the core), the host-socket reactor (one epoll for every host
-socket, level-triggered, handlers run synchronously), and the timer (sleeps
-until the core's next deadline; periodic sweeps of idle flows). After each
-wake-up `process()` dispatches core events, polls touched connections and
-writes all queued frames with one writev each.
+Tasks in one nursery: a tap reader per port (reads until EAGAIN, bounded
+batches, feeds the port's core), the host-socket reactor (one epoll for
+every host socket, level-triggered, handlers run synchronously), and the
+timer (sleeps until the earliest core deadline or impaired frame release;
+periodic sweeps of idle flows). After each wake-up `process()` dispatches
+core events, polls touched connections and writes all queued frames with
+one writev each.
+
+A port is one tap and the guest behind it. The main port is the instance's
+namespace; `add_host` adds more (multi-host networks for the test harness):
+frames between guests are switched by destination IP without touching the
+TCP/IP stack, subject to each side's link impairments and to partitions.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from rootlessnet.io.nat import PingNat, TcpNat, UdpNat
 from rootlessnet.io.pcap import PcapWriter
 from rootlessnet.stack.config import NetConfig
 from rootlessnet.stack.core import EV_PING, EV_TCP_OPEN, EV_UDP, Core
+from rootlessnet.stack.impair import Impairment, LinkQueue
 
 TAP_BATCH = 64
 READ_SIZE = 65536 + 14 + 10 + 64
@@ -68,28 +75,161 @@ def raise_fd_limit() -> int:
     return soft
 
 
-class Engine:
-    def __init__(self, cfg: NetConfig, tap_fd: int, *, vnet: bool, offload: bool, pcap: str | None = None,
-                 warn: Callable[[str], None] | None = None):
+class Port:
+    """One tap device, the guest behind it, its core, NAT tables and link impairments."""
+
+    def __init__(self, engine: "Engine", name: str, cfg: NetConfig, tap_fd: int, *, vnet: bool, offload: bool):
+        self.engine = engine
+        self.name = name
         self.cfg = cfg
         self.tap_fd = tap_fd
         self.vnet = vnet
         rng = random.SystemRandom()
         self.core = Core(cfg, vnet=vnet, offload=offload, rand32=lambda: rng.getrandbits(32), **_make_helpers(cfg))
-        self.fd_limit = raise_fd_limit()
-        self.ep = select.epoll()
-        self._handlers: dict[int, tuple[Callable, Any]] = {}
         self.tcp = TcpNat(self)
         self.udp = UdpNat(self)
         self.ping = PingNat(self)
+        self.ingress: LinkQueue | None = None  # frames from the guest
+        self.egress: LinkQueue | None = None  # frames to the guest
+        self.impairment = Impairment()
+        self.outside_blocked = False
+        self.udp_inbound: dict[tuple, Callable[[bytes, float], None]] = {}
+        self._ndp_at: float | None = 0.0 if cfg.ipv6 else None
+
+    # the NAT tables talk to their "engine" through these
+    def register(self, fd: int, handler: Callable, ctx: Any) -> None:
+        self.engine.register(fd, handler, ctx)
+
+    def registered(self, fd: int) -> bool:
+        return self.engine.registered(fd)
+
+    def modify(self, fd: int, mask: int) -> None:
+        self.engine.modify(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        self.engine.unregister(fd)
+
+    def warn(self, text: str) -> None:
+        self.engine.warn(text)
+
+    @property
+    def addresses(self) -> list[bytes]:
+        return [self.cfg.guest] + ([self.cfg.guest6] if self.cfg.ipv6 else [])
+
+    def impair(self, imp: Impairment) -> None:
+        self.impairment = imp
+        if imp.active:
+            self.ingress = LinkQueue(imp, 1, _corrupt_in)
+            self.egress = LinkQueue(imp, 2, _corrupt_out)
+        else:
+            self.ingress = self.egress = None
+
+    def close(self) -> None:
+        self.tcp.close_all()
+        self.udp.close_all()
+        self.ping.close_all()
+        os.close(self.tap_fd)
+
+
+def _corrupt_in(item: tuple, rng: random.Random) -> tuple:
+    """Flip one byte after the Ethernet header; checksums are then verified (flags cleared)."""
+    buf, _flags = item
+    b = bytearray(buf)
+    if len(b) > 15:
+        i = rng.randrange(14, len(b))
+        b[i] ^= 0xFF
+    return bytes(b), 0
+
+
+def _corrupt_out(parts: list, rng: random.Random) -> list:
+    """Flip one byte of the payload (or header past Ethernet) of a frame to the guest."""
+    data = bytearray(b"".join(bytes(p) for p in parts))
+    off = 10 if len(parts[0]) > 10 and parts[0][:1] in (b"\x00", b"\x01") else 0
+    if len(data) > off + 15:
+        data[rng.randrange(off + 14, len(data))] ^= 0xFF
+        if off:
+            data[0] = 0  # no NEEDS_CSUM: the guest verifies the (now wrong) checksum and drops it
+    return [bytes(data)]
+
+
+def _dst_ip(buf, off: int) -> bytes | None:
+    """Destination IP of an Ethernet frame at `off` (IPv4/IPv6), for switching."""
+    et = buf[off + 12 : off + 14]
+    if et == b"\x08\x00" and len(buf) >= off + 34:
+        return bytes(buf[off + 30 : off + 34])
+    if et == b"\x86\xdd" and len(buf) >= off + 54:
+        return bytes(buf[off + 38 : off + 54])
+    return None
+
+
+class Engine:
+    def __init__(self, cfg: NetConfig, tap_fd: int, *, vnet: bool, offload: bool, pcap: str | None = None,
+                 warn: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.fd_limit = raise_fd_limit()
+        self.ep = select.epoll()
+        self._handlers: dict[int, tuple[Callable, Any]] = {}
+        self.main = Port(self, "main", cfg, tap_fd, vnet=vnet, offload=offload)
+        self.ports: list[Port] = [self.main]
+        self.by_ip: dict[bytes, Port] = {a: self.main for a in self.main.addresses}
+        self.by_name: dict[str, Port] = {"main": self.main}
+        self.groups: list[set[str]] | None = None  # partition
         self.pcap = PcapWriter(pcap) if pcap else None
         self._timer_scope: trio.CancelScope | None = None
         self._next_sweep = 0.0
-        self._ndp_at: float | None = 0.0 if cfg.ipv6 else None
+        self._nursery: trio.Nursery | None = None
         self._warn = warn or (lambda text: print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True))
         self.started = trio.Event()
-        self.udp_inbound: dict[tuple, Callable[[bytes, float], None]] = {}
         self.sweepers: list[Callable[[float], None]] = []
+
+    # the main port's parts, for the single-tap case and the slirp port driver
+    @property
+    def core(self) -> Core:
+        return self.main.core
+
+    @property
+    def tcp(self) -> TcpNat:
+        return self.main.tcp
+
+    @property
+    def udp(self) -> UdpNat:
+        return self.main.udp
+
+    @property
+    def ping(self) -> PingNat:
+        return self.main.ping
+
+    @property
+    def udp_inbound(self) -> dict:
+        return self.main.udp_inbound
+
+    # -- hosts (multi-host networks) ----------------------------------------------
+    def add_host(self, name: str, cfg: NetConfig, tap_fd: int, *, vnet: bool, offload: bool) -> Port:
+        port = Port(self, name, cfg, tap_fd, vnet=vnet, offload=offload)
+        self.ports.append(port)
+        self.by_name[name] = port
+        for a in port.addresses:
+            self.by_ip[a] = port
+        for p in self.ports:  # every guest answers NDP for the others' addresses
+            if p.core.ndp is not None:
+                p.core.ndp.virtual_addrs.update(a for q in self.ports if q is not p for a in q.addresses if len(a) == 16)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._tap_loop, port)
+        return port
+
+    def allowed(self, a: str, b: str) -> bool:
+        """May frames pass between a and b ("host" is the outside)?"""
+        groups = self.groups
+        if not groups:
+            return True
+        ga = next((i for i, g in enumerate(groups) if a in g), None)
+        gb = next((i for i, g in enumerate(groups) if b in g), None)
+        return ga is None or gb is None or ga == gb
+
+    def partition(self, groups: list[set[str]] | None) -> None:
+        self.groups = groups
+        for p in self.ports:
+            p.outside_blocked = not self.allowed(p.name, "host")
 
     # -- epoll registry (used by io.nat) ------------------------------------------
     def register(self, fd: int, handler: Callable, ctx: Any) -> None:
@@ -116,26 +256,29 @@ class Engine:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._tap_loop)
+                self._nursery = nursery
+                for port in self.ports:
+                    nursery.start_soon(self._tap_loop, port)
                 nursery.start_soon(self._epoll_loop)
                 nursery.start_soon(self._timer_loop)
                 self.started.set()
                 task_status.started()
         finally:
-            self.tcp.close_all()
-            self.udp.close_all()
-            self.ping.close_all()
+            self._nursery = None
+            for port in self.ports:
+                port.close()
             self.ep.close()
-            os.close(self.tap_fd)
             if self.pcap:
                 self.pcap.close()
 
-    async def _tap_loop(self) -> None:
-        fd = self.tap_fd
-        core = self.core
-        vnet = self.vnet
+    async def _tap_loop(self, port: Port) -> None:
+        fd = port.tap_fd
+        core = port.core
+        vnet = port.vnet
         pcap = self.pcap
         read = os.read
+        by_ip = self.by_ip
+        off = 10 if vnet else 0
         while True:
             await trio.lowlevel.wait_readable(fd)
             now = trio.current_time()
@@ -148,20 +291,73 @@ class Engine:
                     if e.errno == errno.EBADFD:  # the namespace (and its tap) is gone
                         return
                     raise
+                if pcap:
+                    pcap.write(time.time(), [memoryview(buf)[off:]])
+                if port.ingress is not None:
+                    port.ingress.push((buf, buf[0] if vnet and buf else 0), len(buf), now)
+                    continue
+                if len(self.ports) > 1:
+                    dst = _dst_ip(buf, off)
+                    if dst is not None and dst in by_ip and by_ip[dst] is not port:
+                        self._switch(port, by_ip[dst], buf, now)
+                        continue
                 if vnet:
                     if len(buf) < 10:
                         core.stats["drop_runt"] += 1
                         continue
-                    flags = buf[0]
-                    frame = memoryview(buf)[10:]
+                    core.receive(memoryview(buf)[10:], buf[0], now)
                 else:
-                    flags = 0
-                    frame = buf
-                if pcap:
-                    pcap.write(time.time(), [frame])
-                core.receive(frame, flags, now)
+                    core.receive(buf, 0, now)
+            if port.ingress is not None:
+                self._drain_ingress(port, now)
             self.process(now)
             await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _ingress(self, port: Port, buf: bytes, vflags: int, now: float) -> None:
+        """A frame from `port`'s guest, after its link: switch it, or hand it to the core."""
+        off = 10 if port.vnet else 0
+        if len(self.ports) > 1:
+            dst = _dst_ip(buf, off)
+            other = self.by_ip.get(dst) if dst is not None else None
+            if other is not None and other is not port:
+                self._switch(port, other, buf, now)
+                return
+        if port.outside_blocked:
+            port.core.stats["drop_partitioned"] += 1
+            return
+        if port.vnet:
+            if len(buf) < 10:
+                port.core.stats["drop_runt"] += 1
+                return
+            port.core.receive(memoryview(buf)[10:], vflags, now)
+        else:
+            port.core.receive(buf, 0, now)
+
+    def _drain_ingress(self, port: Port, now: float) -> None:
+        assert port.ingress is not None
+        for buf, vflags in port.ingress.due(now):
+            self._ingress(port, buf, vflags, now)
+
+    def _switch(self, src: Port, dst: Port, buf: bytes, now: float) -> None:
+        """Guest to guest: rewrite the MACs and send it out of the other port (no TCP/IP stack)."""
+        if not self.allowed(src.name, dst.name):
+            src.core.stats["drop_partitioned"] += 1
+            return
+        soff = 10 if src.vnet else 0
+        if dst.vnet:
+            vh = bytes(buf[:10]) if src.vnet else bytes(10)
+        else:
+            vh = b""
+            if src.vnet and buf[0] & 1:  # the source left the checksum to the device: finish it here
+                buf = _finish_checksum(buf)
+        frame = bytes(buf[soff + 12 :])  # from the ethertype on
+        mac = dst.core.guest_mac
+        item = [vh + (mac or b"\xff" * 6) + dst.cfg.gateway_mac + frame]
+        src.core.stats["switched_out"] += 1
+        if mac is None:
+            dst.core._out(item)  # waits for the guest's MAC (ARP request sent)
+        else:
+            dst.core.frames.append(item)
 
     async def _epoll_loop(self) -> None:
         ep = self.ep
@@ -182,13 +378,18 @@ class Engine:
                 self._arm_timer()
                 await trio.sleep_forever()
             now = trio.current_time()
-            self.core.run_timers(now)
-            self._ndp_at = self.core.ndp_poll(now)
+            for port in self.ports:
+                port.core.run_timers(now)
+                if port.cfg.ipv6:
+                    port._ndp_at = port.core.ndp_poll(now)
+                if port.ingress is not None:
+                    self._drain_ingress(port, now)
             if now >= self._next_sweep:
                 self._next_sweep = now + SWEEP_INTERVAL
-                self.tcp.sweep(now)
-                self.udp.sweep(now)
-                self.ping.sweep(now)
+                for port in self.ports:
+                    port.tcp.sweep(now)
+                    port.udp.sweep(now)
+                    port.ping.sweep(now)
                 for sweep in self.sweepers:
                     sweep(now)
             self.process(now)
@@ -197,58 +398,149 @@ class Engine:
         scope = self._timer_scope
         if scope is None:
             return
-        d = self.core.next_deadline()
-        d = self._next_sweep if d is None else min(d, self._next_sweep)
-        if self._ndp_at is not None:
-            d = min(d, self._ndp_at)
+        d = self._next_sweep
+        for port in self.ports:
+            for t in (port.core.next_deadline(), port._ndp_at,
+                      port.ingress.next_at() if port.ingress is not None else None,
+                      port.egress.next_at() if port.egress is not None else None):
+                if t is not None and t < d:
+                    d = t
         if d < scope.deadline:
             scope.deadline = d
 
     def process(self, now: float) -> None:
         """Dispatch core events and notices until quiet (bounded), then write frames."""
-        core = self.core
-        for _ in range(16):
-            events = core.events
-            if events:
-                core.events = []
-                for ev in events:
-                    kind = ev[0]
-                    if kind is EV_TCP_OPEN:
-                        self.tcp.open(ev[1], now)
-                    elif kind is EV_UDP:
-                        self.udp.send(ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], now)
-                    elif kind is EV_PING:
-                        self.ping.send(ev[1], ev[2], ev[3], ev[4], ev[5], now)
-            noticed = core.flush(now)
-            for flow in noticed:
-                self.tcp.on_notice(flow, now)
-            if not core.events and not core._touched:
-                break
-        frames = core.take_frames()
-        if frames:
-            self._write(frames)
+        for port in self.ports:
+            core = port.core
+            for _ in range(16):
+                events = core.events
+                if events:
+                    core.events = []
+                    for ev in events:
+                        kind = ev[0]
+                        if kind is EV_TCP_OPEN:
+                            port.tcp.open(ev[1], now)
+                        elif kind is EV_UDP:
+                            port.udp.send(ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], now)
+                        elif kind is EV_PING:
+                            port.ping.send(ev[1], ev[2], ev[3], ev[4], ev[5], now)
+                noticed = core.flush(now)
+                for flow in noticed:
+                    port.tcp.on_notice(flow, now)
+                if not core.events and not core._touched:
+                    break
+            frames = core.take_frames()
+            if port.egress is not None:
+                for parts in frames:
+                    port.egress.push(parts, sum(len(p) for p in parts), now)
+                frames = port.egress.due(now)
+            if frames:
+                self._write(port, frames)
         self._arm_timer()
 
-    def _write(self, frames: list[list]) -> None:
-        fd = self.tap_fd
+    def _write(self, port: Port, frames: list[list]) -> None:
+        fd = port.tap_fd
         pcap = self.pcap
-        off = 10 if self.vnet else 0
+        off = 10 if port.vnet else 0
+        stats = port.core.stats
         for parts in frames:
             try:
                 os.writev(fd, parts)
             except BlockingIOError:
-                self.core.stats["tap_write_dropped"] += 1
+                stats["tap_write_dropped"] += 1
             except OSError as e:
-                if e.errno in (errno.EBADFD, errno.EIO):
-                    self.core.stats["tap_write_dropped"] += 1
+                if e.errno in (errno.EBADFD, errno.EIO, errno.EINVAL):
+                    stats["tap_write_dropped"] += 1
                     continue
                 raise
             if pcap:
                 pcap.write(time.time(), [parts[0][off:], *parts[1:]])
 
     def statistics(self) -> dict[str, Any]:
-        s = self.core.statistics()
-        s["udp_flows"] = len(self.udp.flows)
-        s["ping_flows"] = len(self.ping.flows)
-        s["tcp_host_sockets"] = len(self.tcp.conns)
+        s = self.main.core.statistics()
+        s["udp_flows"] = len(self.main.udp.flows)
+        s["ping_flows"] = len(self.main.ping.flows)
+        s["tcp_host_sockets"] = len(self.main.tcp.conns)
+        if len(self.ports) > 1:
+            s["hosts"] = {p.name: {**p.core.statistics(), "link": p.ingress.stats if p.ingress else {}}
+                          for p in self.ports[1:]}
         return s
+
+
+def _finish_checksum(buf: bytes) -> bytes:
+    """Complete a NEEDS_CSUM frame (virtio header first) for a device without offloads."""
+    from rootlessnet.wire.checksum import ones_sum
+
+    b = bytearray(buf)
+    start = int.from_bytes(b[6:8], "little") + 10
+    off = int.from_bytes(b[8:10], "little")
+    csum_at = start + off
+    # the field holds the pseudo-header sum; summing from csum_start includes it
+    b[csum_at : csum_at + 2] = (0xFFFF - ones_sum(b[start:])).to_bytes(2, "big") if ones_sum(b[start:]) != 0xFFFF else b"\xff\xff"
+    b[0] = 0
+    return bytes(b)
+
+
+class NetworkApi:
+    """API extensions for multi-host networks: /v1/hosts, /v1/links, /v1/partition."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    async def handle(self, method: str, path: str, body: bytes):
+        import ipaddress
+        import json
+
+        eng = self.engine
+        if path == "/v1/hosts":
+            if method != "GET":
+                raise ValueError("use GET /v1/hosts")
+            return 200, [{"name": p.name, "ipv4": str(ipaddress.ip_address(p.cfg.guest)),
+                          "ipv6": str(ipaddress.ip_address(p.cfg.guest6)) if p.cfg.ipv6 else None}
+                         for p in eng.ports[1:]]
+        if path == "/v1/links":
+            return 200, {p.name: p.impairment.to_json() for p in eng.ports}
+        if path.startswith("/v1/links/"):
+            name = path[len("/v1/links/"):]
+            port = eng.by_name.get(name)
+            if port is None:
+                return 404, {"message": f"no host named {name!r} (see GET /v1/hosts)"}
+            if method == "GET":
+                return 200, port.impairment.to_json()
+            if method != "PUT":
+                raise ValueError("use GET or PUT /v1/links/NAME")
+            try:
+                obj = json.loads(body or b"{}")
+            except ValueError as e:
+                raise ValueError(f"bad JSON: {e}") from None
+            imp = Impairment.from_json(obj)
+            port.impair(imp)
+            return 200, imp.to_json()
+        if path == "/v1/partition":
+            if method == "DELETE":
+                eng.partition(None)
+                return 200, None
+            if method == "GET":
+                return 200, {"groups": [sorted(g) for g in eng.groups or []]}
+            if method != "PUT":
+                raise ValueError("use GET, PUT or DELETE /v1/partition")
+            try:
+                obj = json.loads(body or b"{}")
+            except ValueError as e:
+                raise ValueError(f"bad JSON: {e}") from None
+            groups = obj.get("groups") if isinstance(obj, dict) else None
+            if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups):
+                raise ValueError('the body must be {"groups": [["a"], ["b", "c"]]}')
+            known = set(eng.by_name) | {"host"}
+            for g in groups:
+                for n in g:
+                    if n not in known:
+                        raise ValueError(f"unknown host {n!r}: use {', '.join(sorted(known))}")
+            seen: set[str] = set()
+            for g in groups:
+                if seen & set(g):
+                    raise ValueError(f"{sorted(seen & set(g))} appear in two groups")
+                seen |= set(g)
+            eng.partition([set(g) for g in groups])
+            return 200, {"groups": [sorted(g) for g in groups]}
+        return None

@@ -112,6 +112,7 @@ class Child:
             "socket": self.op_socket,
             "tap": self.op_tap,
             "dial": self.op_dial,
+            "host_tap": self.op_host_tap,
         }
 
     # -- messages ---------------------------------------------------------
@@ -285,6 +286,44 @@ class Child:
             raise
         return {}, [s.detach()]
 
+    def op_host_tap(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """A new netns pinned at STATE/netns.d/NAME with its own tap (a host of a multi-host network).
+
+        Done on a fresh thread: network namespaces are per thread, so the thread
+        unshares one, pins it with a bind mount, opens and configures the tap there."""
+        from rootlessnet.io.tap import configure, open_tap
+
+        name = req["host"]
+        d = os.path.join(self.state_dir, "netns.d")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, name)
+        with open(path, "w"):
+            pass
+        out: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                sc.unshare(sc.CLONE_NEWNET)
+                set_link_up("lo")
+                sc.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None, sc.MS_BIND)
+                fd, vnet, offload = open_tap(req.get("name", "tap0"), vnet=req.get("vnet", True))
+                try:
+                    configure(req.get("name", "tap0"), mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
+                              gateway=req["gateway"], ipv6=req.get("ipv6", False), address6=req.get("address6"))
+                except BaseException:
+                    os.close(fd)
+                    raise
+                out.update(fd=fd, vnet=vnet, offload=offload)
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                out["error"] = e
+
+        t = threading.Thread(target=work, name=f"host-{name}")
+        t.start()
+        t.join()
+        if "error" in out:
+            raise ChildError(f"cannot create host {name}: {out['error']}")
+        return {"vnet": out["vnet"], "offload": out["offload"]}, [out["fd"]]
+
     def op_tap(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """Create and configure the guest's tap in the netns; its fd goes to the engine."""
         from rootlessnet.io.tap import configure, open_tap
@@ -339,9 +378,11 @@ class Child:
     # -- the command ------------------------------------------------------
 
     def forward(self, signum: int, _frame: Any) -> None:
-        if signum == PDEATH_SIG and os.getppid() != self.cfg["parent_pid"]:
-            kill_descendants()
-            os._exit(128 + signal.SIGKILL)
+        if signum == PDEATH_SIG:
+            if os.getppid() != self.cfg["parent_pid"]:
+                kill_descendants()
+                os._exit(128 + signal.SIGKILL)
+            return  # only the launcher's thread that forked us ended: the launcher lives on
         if self.cmd_pid is None:
             self.pending_signal = signum
             return

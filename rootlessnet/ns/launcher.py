@@ -11,6 +11,7 @@ is written.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -64,6 +65,7 @@ class RunOptions:
     port_driver: str | None = None  # None: builtin with --net=slirp, else none
     publish: list[str] = field(default_factory=list)
     api: bool = True
+    hosts: list[str] = field(default_factory=list)  # multi-host network (test harness)
 
     @property
     def port_driver_name(self) -> str:
@@ -80,9 +82,13 @@ class RunOptions:
 
         try:
             upstream = parse_hostport(self.dns_upstream) if self.dns_upstream else _host_nameserver()
+            dns_hosts = self.dns_hosts
+            if dns_hosts is not None and self.hosts:
+                cidr = parse_cidr(self.cidr)
+                dns_hosts = {**dns_hosts, **{h: [str(cidr.network_address + 101 + i)] for i, h in enumerate(self.hosts)}}
             return NetConfig(cidr=parse_cidr(self.cidr), mtu=self.mtu, ipv6=self.ipv6,
                              allow_host_loopback=self.allow_host_loopback, outbound=parse_outbound(self.outbound),
-                             dns_upstream=upstream, dns_hosts=self.dns_hosts)
+                             dns_upstream=upstream, dns_hosts=dns_hosts)
         except ConfigError as e:
             raise UserError(str(e)) from None
 
@@ -107,6 +113,17 @@ class RunOptions:
             raise UserError("--port-driver=slirp needs --net=slirp (the engine forwards the ports)")
         if self.port_driver_name == "builtin" and self.net == "host":
             raise UserError("--port-driver=builtin needs a network namespace: with --net=host, ports need no forwarding")
+        if self.hosts:
+            if not self.slirp:
+                raise UserError("--hosts needs --net=slirp: the engine connects the hosts")
+            for h in self.hosts:
+                if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", h) or h in ("main", "host"):
+                    raise UserError(f"--hosts: bad host name {h!r}: use lower-case letters, digits and '-' "
+                                    "(up to 31), not 'main' or 'host'")
+            if len(set(self.hosts)) != len(self.hosts):
+                raise UserError("--hosts: a host name appears twice")
+            if len(self.hosts) > 100:
+                raise UserError("--hosts: at most 100 hosts")
         if self.publish and self.port_driver_name == "none":
             raise UserError("-p/--publish needs a port driver: use --port-driver=builtin or slirp")
         from rootlessnet.port.spec import SpecError, parse_spec
@@ -121,13 +138,56 @@ class RunOptions:
                 raise UserError(f"--copy-up={d}: not an absolute path to an existing directory")
 
 
+class ChildProcess:
+    """The namespace child, spawned from the calling thread and awaited through a pidfd.
+
+    Not `trio.lowlevel.open_process`: that calls Popen on a worker thread, and
+    the child's parent-death signal fires when the thread that forked it exits
+    (PR_SET_PDEATHSIG is per thread) — trio retires idle worker threads after
+    10 s, which would kill every instance 10 s after it started.
+    """
+
+    def __init__(self, argv: list[str], pass_fds: tuple[int, ...]):
+        import subprocess
+
+        self._popen = subprocess.Popen(argv, pass_fds=pass_fds)
+        self.pid = self._popen.pid
+        self._pidfd = os.pidfd_open(self.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        if self._popen.returncode is None:
+            if self._pidfd >= 0:
+                await trio.lowlevel.wait_readable(self._pidfd)
+            self._popen.wait()
+            self._close_pidfd()
+        return self._popen.returncode
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def kill(self) -> None:
+        if self._popen.returncode is None:
+            self._popen.kill()
+
+    def send_signal(self, signum: int) -> None:
+        if self._popen.returncode is None:
+            self._popen.send_signal(signum)
+
+
 @dataclass
 class Instance:
     """A running instance, as the parent sees it."""
 
     opts: RunOptions
     state: sd.StateDir
-    process: trio.Process
+    process: ChildProcess
     control: AsyncControl
     info: dict[str, Any] = field(default_factory=dict)
     engine: Any = None
@@ -206,13 +266,20 @@ def _resolv_conf(netcfg) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _hosts(netcfg) -> str:
+def _hosts(netcfg, hosts: list[str] = ()) -> str:
+    import dataclasses
     import ipaddress
     import socket as _s
 
     name = _s.gethostname()
-    return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"{ipaddress.ip_address(netcfg.guest)}\t{name}\n")
+    out = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+           f"{ipaddress.ip_address(netcfg.guest)}\t{name}\n")
+    for i, h in enumerate(hosts):
+        hc = dataclasses.replace(netcfg, guest_index=101 + i)
+        out += f"{ipaddress.ip_address(hc.guest)}\t{h}\n"
+        if netcfg.ipv6:
+            out += f"{ipaddress.ip_address(hc.guest6)}\t{h}\n"
+    return out
 
 
 async def start_engine(inst: "Instance", nursery: trio.Nursery) -> None:
@@ -247,6 +314,18 @@ async def start_engine(inst: "Instance", nursery: trio.Nursery) -> None:
 
     nursery.start_soon(guarded)
     await engine.started.wait()
+    import dataclasses
+
+    for i, host in enumerate(opts.hosts):
+        hc = dataclasses.replace(netcfg, guest_index=101 + i)
+        reply, fds = await inst.control.request(
+            "host_tap", host=host, mtu=opts.mtu, address=str(ipaddress.ip_address(hc.guest)),
+            prefixlen=hc.cidr.prefixlen, gateway=str(ipaddress.ip_address(hc.gateway)), ipv6=opts.ipv6,
+            address6=str(ipaddress.ip_address(hc.guest6)), vnet=opts.vnet_hdr)
+        if len(fds) != 1:
+            raise UserError(f"the namespace child did not send the tap of host {host}")
+        os.set_blocking(fds[0], False)
+        engine.add_host(host, hc, fds[0], vnet=reply["vnet"], offload=reply["offload"])
 
 
 async def start_ports(inst: "Instance", nursery: trio.Nursery) -> None:
@@ -279,9 +358,14 @@ async def start_ports(inst: "Instance", nursery: trio.Nursery) -> None:
             from rootlessnet.api.server import serve_api
         except ImportError:
             return
+        ext = None
+        if inst.engine is not None:
+            from rootlessnet.io.engine import NetworkApi
+
+            ext = NetworkApi(inst.engine)
         await nursery.start(lambda task_status: serve_api(
             inst.state.file(sd.API_SOCK), info=inst.api_info, ports=inst.ports, stats=inst.statistics,
-            task_status=task_status))
+            extensions=ext, task_status=task_status))
 
 
 def _child_argv(fd: int) -> list[str]:
@@ -358,12 +442,12 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
         if opts.slirp:
             netcfg = opts.net_config()
             state.write(sd.RESOLV_CONF, _resolv_conf(netcfg))
-            state.write(sd.HOSTS, _hosts(netcfg))
+            state.write(sd.HOSTS, _hosts(netcfg, opts.hosts))
             if not opts.detach_netns:
                 cfg["bind_etc"] = [sd.RESOLV_CONF, sd.HOSTS]
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            process = await trio.lowlevel.open_process(_child_argv(child_sock.fileno()), pass_fds=(child_sock.fileno(),))
+            process = ChildProcess(_child_argv(child_sock.fileno()), pass_fds=(child_sock.fileno(),))
         finally:
             child_sock.close()
         inst = Instance(opts, state, process, AsyncControl(parent_sock))

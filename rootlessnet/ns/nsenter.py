@@ -89,12 +89,21 @@ def enter(state_dir: str, *, net: bool = True, netns: str | None = None) -> int 
                 os.close(fd)
 
 
-def run(state_dir: str, command: list[str], *, net: bool = True, netns: str | None = None) -> int:
+def run(state_dir: str, command: list[str], *, net: bool = True, netns: str | None = None,
+        hostname: str | None = None) -> int:
     """Enter and exec `command`; returns only an exit status when it forks."""
     if not command:
         raise UserError("missing command: use rootlessnet nsenter [--state-dir DIR] -- CMD [ARGS...]")
     cwd = os.getcwd()
     pid_fd = enter(state_dir, net=net, netns=netns)
+    if hostname is not None:
+        import socket
+
+        try:
+            sc.unshare(sc.CLONE_NEWUTS)
+            socket.sethostname(hostname)
+        except OSError as e:
+            raise UserError(f"cannot set the hostname {hostname!r}: {e.strerror}") from None
     try:
         os.chdir(cwd)
     except OSError:

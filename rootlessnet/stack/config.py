@@ -32,6 +32,7 @@ class NetConfig:
     dns_upstream: tuple[str, int] | None = None  # (address, port) the DNS forwarder uses
     dns_hosts: dict[str, list[str]] | None = None  # static DNS table: then nothing is forwarded
     gateway_mac: bytes = GATEWAY_MAC
+    guest_index: int = 100  # the guest is .100 (hosts of a multi-host network: .101, .102, ...)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -54,7 +55,7 @@ class NetConfig:
 
     @property
     def guest(self) -> bytes:
-        return self._host(100)
+        return self._host(self.guest_index)
 
     @property
     def netmask(self) -> bytes:
@@ -74,7 +75,8 @@ class NetConfig:
 
     @property
     def guest6(self) -> bytes:
-        return (self.prefix6.network_address + 0x100).packed
+        """fd00::100 for .100, fd00::101 for .101, ... (the decimal index read as hex)."""
+        return (self.prefix6.network_address + int(str(self.guest_index), 16)).packed
 
     @property
     def link_local6(self) -> bytes:

@@ -130,3 +130,12 @@ def test_utsns_ipcns_cgroupns_are_new():
     assert ipc != os.readlink("/proc/self/ns/ipc")
     assert cg != os.readlink("/proc/self/ns/cgroup")
     assert hostname == "rootlessnet-test-host"
+
+
+@pytest.mark.slow
+def test_instance_outlives_the_launchers_worker_threads():
+    """Regression: the child was forked from a trio worker thread; its parent-death
+    signal fired when trio retired that idle thread (10 s) and killed the instance."""
+    r = rn("run", "--", "sh", "-c", "sleep 12; echo alive", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "alive"
