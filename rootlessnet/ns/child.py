@@ -102,6 +102,7 @@ class Child:
         self.cfg = cfg
         self.state_dir: str = cfg["state_dir"]
         self.netns_path: str | None = None  # pinned netns (detached)
+        self.staging: str | None = None  # copy-up staging dir outside the state dir
         self.start_event = threading.Event()
         self.cmd_pid: int | None = None
         self.pending_signal: int | None = None
@@ -216,15 +217,32 @@ class Child:
 
     def copy_up(self) -> None:
         """tmpfs+symlink copy-up (as rootlesskit): DIR becomes a writable tmpfs
-        whose entries are symlinks into a private bind mount of the original."""
-        dirs = self.cfg.get("copy_up") or []
+        whose entries are symlinks into a private bind mount of the original.
+
+        The bind mounts are staged in a private tmpfs that must not lie under a
+        copied-up directory (its tmpfs would hide them): STATE/.ro, or a fresh
+        /tmp/rootlessnet-copyup-* when the state dir is inside one (the parent
+        removes that empty directory at exit)."""
+        dirs = [os.path.abspath(d) for d in self.cfg.get("copy_up") or []]
         if not dirs:
             return
+
+        def under(path: str) -> bool:
+            return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
         base = os.path.join(self.state_dir, ".ro")
-        os.makedirs(base, exist_ok=True)
+        if under(base):
+            if under("/tmp"):
+                raise ChildError(f"--copy-up of {', '.join(dirs)} would hide both the state directory and /tmp: "
+                                 "use a --state-dir outside the copied-up directories")
+            import tempfile
+
+            base = tempfile.mkdtemp(prefix="rootlessnet-copyup-", dir="/tmp")
+            self.staging = base
+        else:
+            os.makedirs(base, exist_ok=True)
         sc.mount("none", base, "tmpfs", 0, "mode=0755")
         for i, d in enumerate(dirs):
-            d = os.path.abspath(d)
             if not os.path.isdir(d):
                 raise ChildError(f"--copy-up={d}: not a directory")
             ro = os.path.join(base, str(i))
@@ -510,7 +528,7 @@ def run(sock: socket.socket) -> int:
                 signal.signal(s, child.forward)
             except (OSError, ValueError):
                 pass
-    child.send({"type": "ready", "pid": os.getpid()})
+    child.send({"type": "ready", "pid": os.getpid(), "staging": child.staging})
     threading.Thread(target=child.serve, name="control", daemon=True).start()
     child.start_event.wait()
     if child.pending_signal is not None:

@@ -475,6 +475,12 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
                 with trio.CancelScope(shield=True):
                     await process.wait()
             inst.control.sock.close()
+            staging = inst.info.get("staging")
+            if staging and os.path.basename(staging).startswith("rootlessnet-copyup-"):
+                try:
+                    os.rmdir(staging)  # empty outside the instance's mount namespace
+                except OSError:
+                    pass
     finally:
         state.release()
 

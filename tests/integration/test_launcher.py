@@ -139,3 +139,19 @@ def test_instance_outlives_the_launchers_worker_threads():
     r = rn("run", "--", "sh", "-c", "sleep 12; echo alive", timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "alive"
+
+
+def test_copy_up_of_the_directory_holding_the_state_dir(tmp_path):
+    """Regression: the copy-up binds were staged under STATE/.ro, which the tmpfs of a
+    copied-up parent (e.g. /run with XDG_RUNTIME_DIR=/run/user/UID) hid."""
+    parent = tmp_path / "run"
+    (parent / "keep").mkdir(parents=True)
+    (parent / "keep" / "file").write_text("original\n")
+    state = parent / "state"
+    r = rn("run", "--state-dir", str(state), f"--copy-up={parent}", "--", "sh", "-c",
+           f"cat {parent}/keep/file && touch {parent}/new && ls {parent}", check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "original" and "new" in r.stdout
+    assert not (parent / "new").exists()
+    assert not [p for p in os.listdir("/tmp") if p.startswith("rootlessnet-copyup-") and
+                os.stat(os.path.join("/tmp", p)).st_uid == os.getuid()]
