@@ -35,6 +35,7 @@ _U16 = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 _V6_LOOPBACK = bytes(15) + b"\x01"
+_SYN_IN_TIME_WAIT = int(Notice.SYN_IN_TIME_WAIT)
 _V6_ANY = bytes(16)
 
 # events for the shell
@@ -431,7 +432,7 @@ class Core:
             return
         self.guest_ips.add(src)
         n = flow.conn.receive(seg, now)
-        if n & Notice.SYN_IN_TIME_WAIT:
+        if n & _SYN_IN_TIME_WAIT:
             self._free(flow)
             self._tcp_new(src, sport, dst, dport, seg, now)
             return
