@@ -154,8 +154,20 @@ def add_slirp4netns_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER)  # main() dispatches before argparse; listed for --help
 
 
+def add_oci_parsers(sub: argparse._SubParsersAction) -> None:
+    from rootlessnet.oci.cli import add_parsers
+
+    add_parsers(sub)
+
+
+def add_containerd_parser(sub: argparse._SubParsersAction) -> None:
+    from rootlessnet.oci.containerd import add_parsers
+
+    add_parsers(sub)
+
+
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_run_parser, add_nsenter_parser, add_api_parsers, add_slirp4netns_parser]
+    add_run_parser, add_nsenter_parser, add_api_parsers, add_slirp4netns_parser, add_oci_parsers, add_containerd_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
