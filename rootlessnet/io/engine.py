@@ -92,6 +92,7 @@ class Port:
         self.ingress: LinkQueue | None = None  # frames from the guest
         self.egress: LinkQueue | None = None  # frames to the guest
         self.impairment = Impairment()
+        self.link_stats: dict[str, int] = {}  # cumulative over every impairment setting
         self.outside_blocked = False
         self.udp_inbound: dict[tuple, Callable[[bytes, float], None]] = {}
         self._ndp_at: float | None = 0.0 if cfg.ipv6 else None
@@ -116,7 +117,16 @@ class Port:
     def addresses(self) -> list[bytes]:
         return [self.cfg.guest] + ([self.cfg.guest6] if self.cfg.ipv6 else [])
 
+    def link_statistics(self) -> dict[str, int]:
+        out = dict(self.link_stats)
+        for q in (self.ingress, self.egress):
+            if q is not None:
+                for k, v in q.stats.items():
+                    out[k] = out.get(k, 0) + v
+        return out
+
     def impair(self, imp: Impairment) -> None:
+        self.link_stats = self.link_statistics()
         self.impairment = imp
         if imp.active:
             self.ingress = LinkQueue(imp, 1, _corrupt_in)
@@ -461,9 +471,9 @@ class Engine:
         s["udp_flows"] = len(self.main.udp.flows)
         s["ping_flows"] = len(self.main.ping.flows)
         s["tcp_host_sockets"] = len(self.main.tcp.conns)
+        s["link"] = self.main.link_statistics()
         if len(self.ports) > 1:
-            s["hosts"] = {p.name: {**p.core.statistics(), "link": p.ingress.stats if p.ingress else {}}
-                          for p in self.ports[1:]}
+            s["hosts"] = {p.name: {**p.core.statistics(), "link": p.link_statistics()} for p in self.ports[1:]}
         return s
 
 

@@ -118,12 +118,20 @@ def run(state_dir: str, command: list[str], *, net: bool = True, netns: str | No
         os.close(pid_fd)
     child = os.fork()
     if child == 0:
+        try:
+            sc.set_pdeathsig(signal.SIGKILL)  # killing nsenter kills the command too
+        except OSError:
+            pass
         _exec(command)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(s, lambda n, _f: os.kill(child, n))
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    if code < 0:  # die of the same signal, so callers see -N as with a plain exec
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return code
 
 
 def _exec(command: list[str]) -> None:

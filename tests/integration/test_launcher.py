@@ -100,10 +100,11 @@ def test_second_instance_on_the_same_state_dir_fails_clearly(background, state_d
 
 
 def test_copy_up_etc_is_writable_inside_and_host_untouched():
-    marker = "/etc/rootlessnet-copy-up-test"
+    marker = f"/etc/rootlessnet-copy-up-test-{os.getpid()}"
     with open("/etc/hostname") as f:
         hostname = f.read()
-    r = rn("run", "--copy-up=/etc", "--", "sh", "-c", f"echo hello > {marker} && cat {marker} && cat /etc/hostname", check=True)
+    r = rn("run", "--copy-up=/etc", "--", "sh", "-c", f"echo hello > {marker} && cat {marker} && cat /etc/hostname")
+    assert r.returncode == 0, r.stderr
     assert r.stdout == "hello\n" + hostname
     assert not os.path.exists(marker)
     r = rn("run", "--", "sh", "-c", f"echo hello > {marker}")
