@@ -20,7 +20,8 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 
 import trio
 
-from rootlessnet.harness._core import Core, command_argv, pop_shell
+from rootlessnet.harness._core import Core
+from rootlessnet.harness.sandbox import _ArgvBuilder
 from rootlessnet.harness.errors import CommandFailed
 from rootlessnet.harness.network import Host, Link, Network
 from rootlessnet.harness.sandbox import Sandbox, _sweep
@@ -39,15 +40,7 @@ def _decode(data: bytes | None, encoding: str | None, errors: str | None) -> str
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-class _AsyncRunner:
-    _core: Core
-    _netns: str | None = None
-    _hostname: str | None = None
-
-    def _full_argv(self, args: Any, kwargs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
-        self._core.check_running()
-        argv = command_argv(args, pop_shell(kwargs))
-        return argv, self._core.nsenter_argv(argv, netns=self._netns, hostname=self._hostname)
+class _AsyncRunner(_ArgvBuilder):
 
     async def run(self, args: Any, *, input: Any = None, capture_output: bool = False, check: bool = False,
                   timeout: float | None = None, text: bool | None = None, encoding: str | None = None,

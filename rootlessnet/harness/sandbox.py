@@ -33,8 +33,8 @@ def _sweep(core: Core) -> None:
         time.sleep(0.01)
 
 
-class _Runner:
-    """run()/popen() with subprocess's signatures, through `rootlessnet nsenter`."""
+class _ArgvBuilder:
+    """The command line of a command run inside (sync and async runners share it)."""
 
     _core: Core
     _netns: str | None = None
@@ -44,6 +44,10 @@ class _Runner:
         self._core.check_running()
         argv = command_argv(args, pop_shell(kwargs))
         return argv, self._core.nsenter_argv(argv, netns=self._netns, hostname=self._hostname)
+
+
+class _Runner(_ArgvBuilder):
+    """run()/popen() with subprocess's signatures, through `rootlessnet nsenter`."""
 
     def run(self, args: Any, *, check: bool = False, timeout: float | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
         """`subprocess.run(args, ...)` inside; `check=True` raises `CommandFailed` (stderr in its message)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .buffers import _as_view
 from .notice import Notice
 from .segment import Control, Segment
-from .seq import MASK
+from .seq import MASK, sub as _sub
 from .states import Event, State
 
 _NONE = Control.NONE
@@ -20,17 +20,10 @@ _PSH = Control.PSH
 _SYN = Control.SYN
 _FIN = Control.FIN
 _RST = Control.RST
-_HALF = 1 << 31
-_MOD = 1 << 32
 _S = State
 _EST = State.ESTABLISHED
 _READABLE = int(Notice.READABLE)
 _WRITABLE = int(Notice.WRITABLE)
-
-
-def _sub(a: int, b: int) -> int:
-    d = (a - b) & MASK
-    return d - _MOD if d >= _HALF else d
 
 
 class ReceiverMixin:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .notice import Notice
 from .segment import Control, Segment
-from .seq import MASK
+from .seq import MASK, sub as _sub
 from .states import Event, State
 
 _NONE = Control.NONE
@@ -19,8 +19,6 @@ _PSH = Control.PSH
 _SYN = Control.SYN
 _FIN = Control.FIN
 _RST = Control.RST
-_HALF = 1 << 31
-_MOD = 1 << 32
 _TIMED_OUT = int(Notice.TIMED_OUT)
 
 _S = State
@@ -31,11 +29,6 @@ _DATA_STATES = (
     _S.CLOSING,
     _S.LAST_ACK,
 )
-
-
-def _sub(a: int, b: int) -> int:
-    d = (a - b) & MASK
-    return d - _MOD if d >= _HALF else d
 
 
 class SenderMixin:
