@@ -29,16 +29,32 @@ USERNS_PROBLEM = _userns_problem()
 requires_userns = pytest.mark.skipif(USERNS_PROBLEM is not None, reason=USERNS_PROBLEM or "")
 
 
+# Hermetic by default: an instance a test starts never forwards DNS to the machine's
+# resolver. Port 9 (discard) on loopback: nothing answers, so a stray lookup fails fast.
+# Tests that test DNS pass their own --dns-upstream (a server they run on 127.0.0.1).
+NO_DNS = "--dns-upstream=127.0.0.1:9"
+
+
+def _hermetic(args: tuple[str, ...]) -> list[str]:
+    if not args or args[0] != "run" or "--" not in args:
+        return list(args)
+    i = args.index("--")
+    flags = args[1:i]
+    if any(f.startswith("--dns-upstream") or f.startswith("--net=none") or f.startswith("--net=host") for f in flags):
+        return list(args)
+    return [args[0], NO_DNS, *args[1:]]
+
+
 def rn(*args: str, timeout: float = 60, check: bool = False, **kw) -> subprocess.CompletedProcess:
     """Run `python -m rootlessnet ARGS` and capture its output as text."""
-    return subprocess.run([*RN, *args], capture_output=True, text=True, timeout=timeout, check=check, **kw)
+    return subprocess.run([*RN, *_hermetic(args)], capture_output=True, text=True, timeout=timeout, check=check, **kw)
 
 
 def rn_popen(*args: str, **kw) -> subprocess.Popen:
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     kw.setdefault("text", True)
-    return subprocess.Popen([*RN, *args], **kw)
+    return subprocess.Popen([*RN, *_hermetic(args)], **kw)
 
 
 def wait_for(pred, timeout: float = 20.0, interval: float = 0.02, what: str = "condition"):
