@@ -87,14 +87,46 @@ def child_target(spec: PortSpec, gateway: str) -> str:
     return "::1" if spec.proto.endswith("6") else "127.0.0.1"
 
 
-async def splice_pump(src: socket.socket, dst: socket.socket) -> None:
-    """Move bytes src -> dst through a pipe until EOF; then half-close dst."""
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
+class PipePool:
+    """Empty pipes kept for reuse: a short connection would otherwise pay pipe2 and
+    the 1 MiB F_SETPIPE_SZ allocation twice."""
+
+    def __init__(self, keep: int = 64):
+        self.keep = keep
+        self.free: list[tuple[int, int]] = []
+
+    def get(self) -> tuple[int, int]:
+        if self.free:
+            return self.free.pop()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             fcntl.fcntl(w, F_SETPIPE_SZ, CHUNK)
         except OSError:
             pass
+        return r, w
+
+    def put(self, pipe: tuple[int, int], empty: bool) -> None:
+        if empty and len(self.free) < self.keep:
+            self.free.append(pipe)
+        else:
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+    def close(self) -> None:
+        for r, w in self.free:
+            os.close(r)
+            os.close(w)
+        self.free.clear()
+
+
+PIPES = PipePool()
+
+
+async def splice_pump(src: socket.socket, dst: socket.socket, pipes: PipePool = PIPES) -> None:
+    """Move bytes src -> dst through a pipe until EOF; then half-close dst."""
+    r, w = pipes.get()
+    n = 0
+    try:
         sfd, dfd = src.fileno(), dst.fileno()
         flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
         while True:
@@ -115,8 +147,7 @@ async def splice_pump(src: socket.socket, dst: socket.socket) -> None:
         except OSError:
             pass
     finally:
-        os.close(r)
-        os.close(w)
+        pipes.put((r, w), empty=n == 0)  # a pipe with bytes left in it is not reused
 
 
 def _rst_close(s: socket.socket) -> None:
