@@ -98,8 +98,8 @@ class Port:
         self._ndp_at: float | None = 0.0 if cfg.ipv6 else None
 
     # the NAT tables talk to their "engine" through these
-    def register(self, fd: int, handler: Callable, ctx: Any) -> None:
-        self.engine.register(fd, handler, ctx)
+    def register(self, fd: int, handler: Callable, ctx: Any, mask: int = 0) -> None:
+        self.engine.register(fd, handler, ctx, mask)
 
     def registered(self, fd: int) -> bool:
         return self.engine.registered(fd)
@@ -242,9 +242,9 @@ class Engine:
             p.outside_blocked = not self.allowed(p.name, "host")
 
     # -- epoll registry (used by io.nat) ------------------------------------------
-    def register(self, fd: int, handler: Callable, ctx: Any) -> None:
+    def register(self, fd: int, handler: Callable, ctx: Any, mask: int = 0) -> None:
         self._handlers[fd] = (handler, ctx)
-        self.ep.register(fd, 0)
+        self.ep.register(fd, mask)
 
     def registered(self, fd: int) -> bool:
         return fd in self._handlers

@@ -75,8 +75,8 @@ class TcpNat:
             self._connect_failed(hc, err)
             return
         self.conns[hc.fd] = hc
-        self.engine.register(hc.fd, self._on_event, hc)
-        self._set_mask(hc, EPOLLOUT)
+        self.engine.register(hc.fd, self._on_event, hc, EPOLLOUT)
+        hc.mask = EPOLLOUT
 
     def adopt(self, flow: TcpFlow, sock: socket.socket, now: float) -> None:
         """A connected host socket for a flow the engine opened towards the guest (port forwarding)."""
@@ -304,8 +304,7 @@ class UdpNat:
                 return
             f = UdpFlow(key, s, header, now, DNS_IDLE if dport == 53 else UDP_IDLE)
             self.flows[key] = f
-            self.engine.register(f.fd, self._on_event, f)
-            self.engine.modify(f.fd, EPOLLIN)
+            self.engine.register(f.fd, self._on_event, f, EPOLLIN)
             stats["udp_flows_opened"] += 1
         f.last = now
         f.header = header
@@ -397,8 +396,7 @@ class PingNat:
                 return
             f = [s, now, header]
             self.flows[key] = f
-            self.engine.register(s.fileno(), self._on_event, key)
-            self.engine.modify(s.fileno(), EPOLLIN)
+            self.engine.register(s.fileno(), self._on_event, key, EPOLLIN)
         f[1] = now
         msg = bytes([128 if v6 else 8, 0, 0, 0]) + ident.to_bytes(2, "big") + seq.to_bytes(2, "big") + data
         try:

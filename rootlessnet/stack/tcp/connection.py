@@ -35,6 +35,10 @@ _SYN = Control.SYN
 _RST = Control.RST
 
 
+# notice bits as plain ints: `int |= IntFlag` would make the accumulator an IntFlag (slow enum ops)
+_N_CLOSED = int(Notice.CLOSED)
+_N_ESTABLISHED = int(Notice.ESTABLISHED)
+
 class TcpError(Exception):
     """The engine misused the API (e.g. send() after close(), accept() twice)."""
 
@@ -400,7 +404,7 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         self.state = new
         now = self._now
         if new is _S.CLOSED:
-            self._notice |= Notice.CLOSED
+            self._notice |= _N_CLOSED
             self._rto_at = self._persist_at = self._delack_at = None
             self._tw_at = self._fw2_at = self._ka_at = None
             self._ack_now = self._want_output = False
@@ -413,7 +417,7 @@ class TcpConnection(ReceiverMixin, SenderMixin):
             if self._orphan:
                 self._fw2_at = now + self.cfg.fin_wait_2_timeout
         elif new is _S.ESTABLISHED:
-            self._notice |= Notice.ESTABLISHED
+            self._notice |= _N_ESTABLISHED
             ka = self.cfg.keepalive
             if ka is not None:
                 self._ka_at = now + ka[0]

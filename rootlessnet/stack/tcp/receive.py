@@ -26,6 +26,11 @@ _READABLE = int(Notice.READABLE)
 _WRITABLE = int(Notice.WRITABLE)
 
 
+# notice bits as plain ints: `int |= IntFlag` would make the accumulator an IntFlag (slow enum ops)
+_N_SYN_IN_TIME_WAIT = int(Notice.SYN_IN_TIME_WAIT)
+_N_RESET = int(Notice.RESET)
+_N_PEER_FIN = int(Notice.PEER_FIN)
+
 class ReceiverMixin:
     __slots__ = ()
 
@@ -186,7 +191,7 @@ class ReceiverMixin:
                 return
         if st is _S.TIME_WAIT and ack is None and _sub(seg.seq, self.rcv_nxt) > 0:
             # A new incarnation (as Linux's tcp_timewait_state_process TCP_TW_SYN).
-            self._notice |= Notice.SYN_IN_TIME_WAIT
+            self._notice |= _N_SYN_IN_TIME_WAIT
             return
         # RFC 9293 §3.10.7.4 fourth / RFC 5961 §4.2: challenge ACK, whatever the seq.
         self._challenge_ack()
@@ -202,7 +207,7 @@ class ReceiverMixin:
     def _peer_reset(self) -> None:
         self.stats.rst_in += 1
         self.reset_by_peer = True
-        self._notice |= Notice.RESET
+        self._notice |= _N_RESET
         self._rb.clear()
         self._fire(Event.RCV_RST)
 
@@ -372,7 +377,7 @@ class ReceiverMixin:
         self.rcv_nxt = (self.rcv_nxt + 1) & MASK
         self._peer_fin = True
         self._reasm.clear()
-        self._notice |= Notice.PEER_FIN
+        self._notice |= _N_PEER_FIN
         self._ack_now = True
         self._want_output = True
         self._fire(Event.RCV_FIN)
