@@ -358,6 +358,9 @@ class Child:
 
     def serve(self) -> None:
         """Control thread: answer requests until the parent closes the channel."""
+        # Signals are the main thread's business (it forwards them to the command and
+        # blocks them while it spawns it); threads started from here inherit this mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         if self.netns_path:
             fd = os.open(self.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -531,12 +534,17 @@ def run(sock: socket.socket) -> int:
     child.send({"type": "ready", "pid": os.getpid(), "staging": child.staging})
     threading.Thread(target=child.serve, name="control", daemon=True).start()
     child.start_event.wait()
+    # A signal that arrives between the pending check and the command's pid being known
+    # would be parked as "pending" and never delivered: block them across that window.
+    forwarded = {s for s in signal.valid_signals() if s not in NOT_FORWARDED}
+    signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
     if child.pending_signal is not None:
         return 128 + child.pending_signal
     # Always a subreaper: orphans of the command stay below us, so the whole
     # tree can be killed when the command exits or the launcher dies.
     sc.set_child_subreaper()
     child.cmd_pid = child.spawn()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)  # anything that came meanwhile goes to the command now
     code = child.wait_command()
     kill_descendants()
     return code

@@ -79,3 +79,16 @@ def test_leftover_background_processes_die_when_the_command_exits(state_dir):
     p.communicate(timeout=30)
     assert p.returncode == 3
     wait_for(lambda: not _pids_with_arg(f"63.{marker}"), what="orphan to be killed")
+
+
+def test_signal_right_after_child_pid_is_never_lost(tmp_path):
+    """Regression: a signal forwarded while the child was between its pending-signal check
+    and spawning the command was parked and never delivered (the instance hung)."""
+    for i in range(15):
+        state = tmp_path / f"s{i}"
+        state.mkdir()
+        p = rn_popen("run", "-q", "--state-dir", str(state), "--", "sleep", "30")
+        wait_for(lambda: (state / "child_pid").exists() or p.poll() is not None, what="child_pid")
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=15)
+        assert p.returncode in (128 + 15, -15), p.returncode
