@@ -58,7 +58,7 @@ def test_outbound_all_none_and_cidrs() -> None:
 
 def test_outbound_none_keeps_loopback_and_dns_upstream() -> None:
     assert translate("10.0.2.2", 22, outbound=(), allow_host_loopback=True) == ("127.0.0.1", 22)
-    assert translate("10.0.2.3", 53, outbound=(), dns_upstream=("1.1.1.1", 53)) == ("1.1.1.1", 53)
+    assert translate("10.0.2.3", 53, outbound=(), dns_upstream=("192.0.2.53", 53)) == ("192.0.2.53", 53)
 
 
 def test_other_cidr() -> None:
@@ -111,7 +111,7 @@ def test_v4_mapped_gets_ipv4_answers() -> None:
     assert translate("::ffff:192.0.2.1", outbound=(net("192.0.2.0/24"),)) == ("192.0.2.1", 80)
     assert translate("::ffff:127.0.0.1", allow_host_loopback=True) == pol.REFUSED_LOOPBACK_DST
     for dst in ("::ffff:10.0.2.2", "::ffff:10.0.2.3", "::ffff:10.0.2.50"):
-        assert translate(dst, 53, allow_host_loopback=True, dns_upstream=("1.1.1.1", 53)) == pol.REFUSED_VIRTUAL
+        assert translate(dst, 53, allow_host_loopback=True, dns_upstream=("192.0.2.53", 53)) == pol.REFUSED_VIRTUAL
 
 
 # ----------------------------------------------------------------- is_virtual

@@ -90,7 +90,7 @@ def test_port_unreachable_quotes_invoking_datagram() -> None:
 
 
 def test_frag_needed_carries_mtu_and_quote_is_bounded() -> None:
-    original = bytes(IP(src="10.0.2.100", dst="1.1.1.1", flags="DF") / (b"z" * 1400))
+    original = bytes(IP(src="10.0.2.100", dst="192.0.2.53", flags="DF") / (b"z" * 1400))
     msg = icmpv4.dest_unreachable(UnreachCode.FRAG_NEEDED, original, mtu=1280)
     assert msg.next_hop_mtu == 1280
     assert len(msg.data) == icmpv4.MAX_QUOTE == 548
