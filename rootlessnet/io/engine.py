@@ -95,6 +95,7 @@ class Port:
         self.link_stats: dict[str, int] = {}  # cumulative over every impairment setting
         self.outside_blocked = False
         self.udp_inbound: dict[tuple, Callable[[bytes, float], None]] = {}
+        self.switched: list[list] = []  # frames from other guests (not the core's: partitions treat them apart)
         self._ndp_at: float | None = 0.0 if cfg.ipv6 else None
 
     # the NAT tables talk to their "engine" through these
@@ -283,11 +284,9 @@ class Engine:
 
     async def _tap_loop(self, port: Port) -> None:
         fd = port.tap_fd
-        core = port.core
         vnet = port.vnet
         pcap = self.pcap
         read = os.read
-        by_ip = self.by_ip
         off = 10 if vnet else 0
         while True:
             await trio.lowlevel.wait_readable(fd)
@@ -303,21 +302,11 @@ class Engine:
                     raise
                 if pcap:
                     pcap.write(time.time(), [memoryview(buf)[off:]])
+                vflags = buf[0] if vnet and buf else 0
                 if port.ingress is not None:
-                    port.ingress.push((buf, buf[0] if vnet and buf else 0), len(buf), now)
-                    continue
-                if len(self.ports) > 1:
-                    dst = _dst_ip(buf, off)
-                    if dst is not None and dst in by_ip and by_ip[dst] is not port:
-                        self._switch(port, by_ip[dst], buf, now)
-                        continue
-                if vnet:
-                    if len(buf) < 10:
-                        core.stats["drop_runt"] += 1
-                        continue
-                    core.receive(memoryview(buf)[10:], buf[0], now)
+                    port.ingress.push((buf, vflags), len(buf), now)
                 else:
-                    core.receive(buf, 0, now)
+                    self._ingress(port, buf, vflags, now)
             if port.ingress is not None:
                 self._drain_ingress(port, now)
             self.process(now)
@@ -367,7 +356,7 @@ class Engine:
         if mac is None:
             dst.core._out(item)  # waits for the guest's MAC (ARP request sent)
         else:
-            dst.core.frames.append(item)
+            dst.switched.append(item)
 
     async def _epoll_loop(self) -> None:
         ep = self.ep
@@ -440,6 +429,12 @@ class Engine:
                 if not core.events and not core._touched:
                     break
             frames = core.take_frames()
+            if port.outside_blocked and frames:  # partitioned from the outside: the core's traffic goes nowhere
+                core.stats["drop_partitioned"] += len(frames)
+                frames = []
+            if port.switched:
+                frames += port.switched
+                port.switched = []
             if port.egress is not None:
                 for parts in frames:
                     port.egress.push(parts, sum(len(p) for p in parts), now)

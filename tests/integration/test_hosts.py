@@ -75,6 +75,20 @@ def test_link_delay_partition_and_heal(net):
     assert rtt_ms(net, "a", "10.0.2.102") < 50
 
 
+def test_partition_from_the_outside(net):
+    """"host" in a group cuts the hosts of other groups off the outside (NAT, host loopback), both ways."""
+    api = ApiClient(str(net / "api.sock"))
+    assert rtt_ms(net, "a", "10.0.2.2") < 50
+    api.request("PUT", "/v1/partition", {"groups": [["a"], ["b", "host"]]})
+    r = on(net, "a", "busybox", "ping", "-c", "2", "-W", "1", "10.0.2.2")
+    assert r.returncode != 0, r.stdout
+    assert rtt_ms(net, "b", "10.0.2.2") < 50
+    stats = api.request("GET", "/v1/stats")["engine"]["hosts"]["a"]
+    assert stats["drop_partitioned"] >= 2
+    api.request("DELETE", "/v1/partition")
+    assert rtt_ms(net, "a", "10.0.2.2") < 50
+
+
 def test_bad_link_and_partition_requests_are_400(net):
     api = ApiClient(str(net / "api.sock"))
     for path, body, word in (("/v1/links/a", {"loss": 3}, "probability"), ("/v1/links/a", {"latency": 1}, "unknown field"),
