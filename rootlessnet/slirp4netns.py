@@ -257,13 +257,8 @@ def _open_tap_in_ns(cfg: dict) -> tuple[dict, list[int]]:
             from rootlessnet.ns.netdev import set_link_up
 
             set_link_up("lo")
-            if cfg.get("macaddress"):
-                from pyroute2 import IPRoute
-
-                with IPRoute() as ipr:
-                    ipr.link("set", index=ipr.link_lookup(ifname=name)[0], address=cfg["macaddress"])
             configure(name, mtu=cfg["mtu"], address=cfg["address"], prefixlen=cfg["prefixlen"],
-                      gateway=cfg["gateway"], ipv6=cfg["ipv6"])
+                      gateway=cfg["gateway"], ipv6=cfg["ipv6"], mac=cfg.get("macaddress"))
     except BaseException:
         os.close(fd)
         raise
@@ -316,32 +311,9 @@ def get_tap(opts: Options, netcfg) -> tuple[int, bool, bool]:
 # -- the engine side (trio) --------------------------------------------------------------------
 
 
-class _NoDriver:
-    """Stands in while rootlessnet.port.slirp is missing: every add fails with the reason."""
-
-    name = "slirp4netns"
-    protos = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6")
-    disallow_loopback_child_ip = True
-
-    async def add(self, spec):
-        from rootlessnet.port.spec import PortError
-
-        raise PortError("port forwarding is not available: rootlessnet.port.slirp is missing")
-
-    async def remove(self, port_id: int) -> None:
-        from rootlessnet.port.spec import PortError
-
-        raise PortError(f"unknown port id {port_id}")
-
-    def list(self) -> list:
-        return []
-
-
 def make_driver(engine):
-    try:
-        from rootlessnet.port.slirp import SlirpPortDriver
-    except ImportError:
-        return _NoDriver()
+    from rootlessnet.port.slirp import SlirpPortDriver
+
     return SlirpPortDriver(engine)
 
 

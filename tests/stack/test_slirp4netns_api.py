@@ -232,13 +232,6 @@ async def test_remove_failure():
     assert out["error"] == {"desc": "bad request: remove_hostfwd: slirp_remove_hostfwd failed", "detail": "close failed"}
 
 
-async def test_missing_driver_module_fails_adds_clearly():
-    h = api.ApiHandler(s4._NoDriver())
-    out = json.loads(await h.handle(add(proto="tcp", host_port=18080, guest_port=80)))
-    assert out["error"]["desc"] == "bad request: add_hostfwd: slirp_add_hostfwd failed"
-    assert "rootlessnet.port.slirp" in out["error"]["detail"]
-
-
 # -- the socket shell -----------------------------------------------------------------------------
 
 async def _call(path: str, data: bytes, shutdown: bool = True) -> bytes:
