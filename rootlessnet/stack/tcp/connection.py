@@ -77,7 +77,7 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         "_rtt", "_rtt_seq", "_rtt_t", "_cc", "_rto_at", "_retries",
         "_persist_at", "_persist_ivl", "_probes", "_tw_at", "_fw2_at", "_ka_at", "_ka_probes",
         "_out", "_notice", "_now", "_want_output",
-        "last_activity", "reset_by_peer", "timed_out",
+        "last_activity", "reset_by_peer", "timed_out", "_rcv_t",
     )  # fmt: skip
 
     def __init__(self, config: TcpConfig, iss: int, now: float) -> None:
@@ -133,6 +133,7 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         self._now = now
         self._want_output = False
         self.last_activity = now
+        self._rcv_t = now  # when the peer last sent anything (zero-window probing gives up on silence)
         self.reset_by_peer = False
         self.timed_out = False
 
@@ -207,6 +208,7 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         self._now = now
         self.stats.segs_in += 1
         self.last_activity = now
+        self._rcv_t = now
         st = self.state
         if st is _S.ESTABLISHED or st in SYNCHRONIZED:
             self._rx_sync(seg, now)

@@ -109,6 +109,9 @@ class ReceiverMixin:
         fin = ctl is _FIN
         rb = self._rb
         wnd = rb.cap - len(rb)
+        adv = _sub(self._adv_edge, self.rcv_nxt)
+        if adv > wnd:
+            wnd = adv  # the advertised edge (rounded up to the scale unit) may pass the buffer: honour it
         d = _sub(seq, self.rcv_nxt)
         seglen = len(payload) + fin
         # first: acceptability (RFC 9293 §3.10.7.4, as Linux's tcp_sequence for
@@ -134,10 +137,17 @@ class ReceiverMixin:
             return
         # second: RST (RFC 5961 §3.2)
         if ctl is _RST:
-            if d != 0:
+            if st is _S.TIME_WAIT:
+                if d == 0:
+                    # As Linux with tcp_rfc1337=0 (its default): an RST at RCV.NXT ends TIME-WAIT, so a
+                    # peer that reconnects from the same port is not held up for 2MSL. RFC 1337 names
+                    # the hazard; Linux accepts it. Any other RST here is ignored, without a challenge.
+                    stats.time_wait_killed += 1
+                    self._fire(Event.RCV_RST)
+                else:
+                    stats.rst_ignored += 1
+            elif d != 0:
                 self._challenge_ack()
-            elif st is _S.TIME_WAIT:
-                stats.rst_ignored += 1  # RFC 1337
             else:
                 self._peer_reset()
             return
@@ -208,7 +218,8 @@ class ReceiverMixin:
         self.stats.rst_in += 1
         self.reset_by_peer = True
         self._notice |= _N_RESET
-        self._rb.clear()
+        # The receive buffer is kept: data that arrived before the RST is still delivered, as
+        # Linux's recv() returns queued data before it reports ECONNRESET.
         self._fire(Event.RCV_RST)
 
     def _process_ack(self, seg: Segment, ack: int, now: float) -> bool:

@@ -66,7 +66,9 @@ class SenderMixin:
             self._adv_edge = nxt
             return 0
         shift = self.rcv_wscale
-        field = win >> shift
+        # Round up, as Linux does: rounding down would move the right edge left of what was
+        # already advertised (RFC 7323 §2.4: never shrink). The receive path honours the edge.
+        field = (win + (1 << shift) - 1) >> shift
         if field > 0xFFFF:
             field = 0xFFFF
         self._adv_edge = (nxt + (field << shift)) & MASK
@@ -264,6 +266,9 @@ class SenderMixin:
         if self.snd_max == self.snd_una:
             self._rto_at = None
             return
+        if self.snd_wnd == 0 and self._syn_acked and self.state in _DATA_STATES:
+            self._zero_window_rto(now)
+            return
         self._retries += 1
         limit = self.cfg.max_retries if self._syn_acked else self.cfg.syn_retries
         if self._retries > limit:
@@ -278,6 +283,36 @@ class SenderMixin:
         self.snd_nxt = self.snd_una  # go-back-N (RFC 6298 §5.4 + RFC 5681 §3.1)
         self._rto_at = now + rtt.rto
         self._want_output = True
+
+    def _zero_window_rto(self, now: float) -> None:
+        """The peer closed its window with data in flight: the head segment becomes the probe.
+
+        As Linux's tcp_retransmit_timer: the head segment (up to one MSS) is sent
+        again although the window is zero (RFC 9293 §3.8.6.1: probe a zero window),
+        with exponential backoff; the connection is not timed out while the peer
+        keeps answering, only when nothing came from it for twice the maximum RTO.
+        """
+        if now - self._rcv_t > 2 * self.cfg.rto_max:
+            self._give_up()
+            return
+        self.stats.zero_window_probes += 1
+        rtt = self._rtt
+        rtt.backoff()
+        self._rtt_seq = None  # Karn
+        self._cc.on_rto(_sub(self.snd_max, self.snd_una), self.snd_max)
+        self.snd_nxt = self.snd_una
+        off = _sub(self.snd_una, self._sb_seq)
+        avail = len(self._sb) - off
+        n = avail if avail < self.send_mss else self.send_mss
+        fin_seq = self._fin_seq
+        fin = fin_seq is not None and n == avail and _sub(self.snd_max, fin_seq) > 0
+        if n > 0 or fin:
+            payload = self._sb.get(off, n) if n > 0 else b""
+            ctl = _FIN if fin else (_PSH if n == avail else _NONE)
+            self._emit(Segment(self.snd_una, self.rcv_nxt, ctl, self._window_field(), payload))
+            self.stats.retransmits += 1
+            self.snd_nxt = (self.snd_una + max(n, 0) + fin) & MASK
+        self._rto_at = now + rtt.rto
 
     def _on_persist(self, now: float) -> None:
         sb = self._sb

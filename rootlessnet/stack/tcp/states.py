@@ -104,7 +104,7 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, str]] = {
     (S.CLOSING, E.APP_ABORT): (S.CLOSED, "RFC 9293 §3.10.5 ABORT"),
     (S.CLOSING, E.GIVE_UP): (S.CLOSED, "RFC 9293 §3.10.8 user timeout"),
     (S.TIME_WAIT, E.RCV_FIN): (S.TIME_WAIT, "RFC 9293 §3.10.7.4 eighth TIME-WAIT (restart 2MSL)"),
-    (S.TIME_WAIT, E.RCV_RST): (S.TIME_WAIT, "RFC 1337 §3 (ignore RST in TIME-WAIT)"),
+    (S.TIME_WAIT, E.RCV_RST): (S.CLOSED, "RST at RCV.NXT ends TIME-WAIT as Linux does (tcp_rfc1337=0; RFC 1337 §2)"),
     (S.TIME_WAIT, E.TIMEOUT): (S.CLOSED, "RFC 9293 §3.10.8 time-wait timeout"),
     (S.TIME_WAIT, E.APP_ABORT): (S.CLOSED, "RFC 9293 §3.10.5 ABORT in TIME-WAIT"),
     # --- peer closes first -----------------------------------------------

@@ -18,13 +18,16 @@ _FIELDS = (
     "out_of_window",  # unacceptable segments (RFC 9293 §3.10.7.4 first)
     "beyond_window_bytes",  # payload trimmed at the right window edge
     "ooo_segments",  # out-of-order arrivals queued for reassembly
-    "ooo_dropped",  # out-of-order segments dropped (reassembly bookkeeping full)
+    "ooo_dropped",  # out-of-order segments dropped (block or byte limit of the reassembly queue)
+    "mem_dropped",  # in-window payload dropped because the engine-wide memory limit was reached
     "no_ack_dropped",  # segment without ACK in a synchronized state
     "bad_ack",  # ACK of something never sent (answered with ACK or RST)
     "old_ack",  # ACK too far behind SND.UNA (RFC 5961 §5), dropped
     "challenge_acks",  # RFC 5961 §3.2/§4.2
     "rst_in",  # RSTs that reset the connection
-    "rst_ignored",  # RSTs dropped (out of window, bad ACK in SYN-SENT, TIME-WAIT per RFC 1337)
+    "rst_ignored",  # RSTs dropped (out of window, bad ACK in SYN-SENT, TIME-WAIT not at RCV.NXT)
+    "time_wait_killed",  # TIME-WAIT ended by an RST at RCV.NXT (as Linux with tcp_rfc1337=0)
+    "ooo_merged",  # out-of-order blocks merged with a neighbour
     "rst_out",
     "syn_absorbed",  # retransmitted SYNs while pending or in SYN-RECEIVED
     "syn_data_dropped",  # payload on a SYN (not accepted; peer retransmits)

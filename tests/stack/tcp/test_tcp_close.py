@@ -127,15 +127,34 @@ def test_out_of_window_rst_dropped_silently():
     assert c.state is State.ESTABLISHED and c.stats.rst_ignored == 1
 
 
-def test_rst_in_time_wait_ignored_rfc1337():
+def _time_wait():
     c = passive()
     c.close()
     c.poll(0)
     c.take_output()
     c.receive(seg(R, S + 1, flags="FA"), 0.01)
     assert c.state is State.TIME_WAIT
-    c.receive(seg(R + 1, flags="R"), 0.02)
+    c.poll(0.01)
+    c.take_output()
+    return c
+
+
+def test_rst_at_rcv_nxt_ends_time_wait_as_linux():
+    """tcp_rfc1337=0 (Linux's default): the guest's RST, e.g. its answer to our ACK when it
+    reconnects from the same port, ends TIME-WAIT at once instead of after 2MSL."""
+    c = _time_wait()
+    n = c.receive(seg(R + 1, flags="R"), 0.02)
+    assert c.state is State.CLOSED and n & Notice.CLOSED
+    assert c.stats.time_wait_killed == 1 and not c.reset_by_peer
+    nothing(c, now=0.02)
+
+
+@pytest.mark.parametrize("off", [1, -1, 1000])
+def test_rst_elsewhere_in_time_wait_is_ignored_without_challenge(off):
+    c = _time_wait()
+    c.receive(seg(R + 1 + off, flags="R"), 0.02)
     assert c.state is State.TIME_WAIT and c.stats.rst_ignored == 1
+    nothing(c, now=0.02)
 
 
 def test_syn_in_established_gets_challenge_ack():
@@ -192,3 +211,12 @@ def test_last_activity_tracks_traffic():
     c = passive()
     c.receive(seg(R, S, data=b"x"), 42.0)
     assert c.last_activity == 42.0
+
+
+def test_data_before_rst_is_kept_for_the_host_side():
+    """Linux's recv() returns queued data before ECONNRESET; the buffer used to be cleared."""
+    c = passive()
+    c.receive(seg(R, S, data=b"last words"), 0)
+    n = c.receive(seg(R + 10, flags="R"), 0.01)
+    assert n & Notice.RESET and c.closed and c.reset_by_peer
+    assert c.readable() == 10 and bytes(c.read(100)) == b"last words"

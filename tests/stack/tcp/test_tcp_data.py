@@ -137,7 +137,31 @@ def test_window_scaled_advertisement():
     c = passive(cfg, wscale=7)
     c.receive(seg(R, S, data=b"w" * 10000), 0)
     (a,) = expect(c, {"ack": R + 10000}, now=0)
-    assert a.window == ((1 << 20) - 10000) >> 5
+    assert a.window == -(-((1 << 20) - 10000) >> 5)  # rounded up, as Linux does
+
+
+def test_scaled_window_right_edge_never_moves_left():
+    """RFC 7323 §2.4: with a scale the field is rounded *up*; rounding down shrank the
+    window by up to 2^shift - 1 bytes on every odd-sized segment."""
+    c = passive(TcpConfig(recv_buffer=1 << 20), wscale=7)
+    shift = c.rcv_wscale
+    assert shift == 5
+    edge = None
+    seq = R
+    for i, n in enumerate([1, 7, 33, 100, 1, 1, 31, 4095, 1]):
+        c.receive(seg(seq, S, data=b"x" * n), i * 0.001)
+        seq += n
+        c.poll(i * 0.001)
+        for a in c.take_output():
+            right = a.ack + (a.window << shift)
+            if edge is not None:
+                assert right >= edge, (i, right, edge)
+            edge = right
+        if i % 3 == 2 and i < 8:
+            c.consume(c.readable())
+    # data up to the advertised edge is accepted, even where it passes the buffer by < 2^shift
+    c.receive(seg(seq, S, data=b"y" * (edge - seq)), 1.0)
+    assert c.stats.beyond_window_bytes == 0 and c.readable() >= edge - seq
 
 
 # ---------------------------------------------------------------- sending
@@ -281,3 +305,44 @@ def test_small_window_not_nibbled_while_data_in_flight():
     c.receive(seg(R, S + 2000, win=1500), 0.02)
     expect(c, {"len": 1000, "ctl": "PSH"}, now=0.02)
     assert c.state is State.ESTABLISHED
+
+
+def test_zero_window_with_data_in_flight_probes_with_the_head_segment():
+    """The peer closes its window while data is in flight (and drops what passed its edge).
+
+    Before: the RTO fired, go-back-N found a zero window and sent nothing, and after 15 RTOs
+    (~925 s) the connection was declared dead. Linux (tcp_retransmit_timer) resends the head
+    segment as the probe, with backoff, and does not time out while the peer answers."""
+    c = passive(TcpConfig(max_retries=3), mss=1000)
+    c.send(b"z" * 3000)
+    expect(c, *[{"len": 1000}] * 3, now=0)
+    c.receive(seg(R, S + 1000, win=0), 0.01)  # first segment taken, then the window closed
+    nothing(c, now=0.01)
+    t, probes = 0.01, 0
+    for i in range(12):  # 12 RTOs: far past max_retries=3, the peer answers every probe
+        t = c.poll_at()
+        assert t is not None
+        (p,) = expect(c, {"seq": S + 1000, "len": 1000, "ack": R}, now=t)  # the head segment
+        probes += 1
+        c.receive(seg(R, S + 1000, win=0), t + 0.001)  # still zero, nothing acked
+    assert c.state is State.ESTABLISHED and not c.timed_out
+    assert c.stats.zero_window_probes == probes
+    c.receive(seg(R, S + 2000, win=4000), t + 0.002)  # the last probe is taken and the window opens
+    expect(c, {"seq": S + 2000, "len": 1000}, now=t + 0.002)  # the rest follows
+    assert c.unacked == 1000
+
+
+def test_zero_window_probing_gives_up_when_the_peer_is_silent():
+    c = passive(TcpConfig(rto_max=10.0), mss=1000)
+    c.send(b"z" * 2000)
+    expect(c, *[{"len": 1000}] * 2, now=0)
+    c.receive(seg(R, S + 1000, win=0), 0.01)
+    n = 0
+    for _ in range(100):
+        t = c.poll_at()
+        if t is None or t > 1000:
+            break
+        n |= c.poll(t)
+        c.take_output()
+    assert n & Notice.TIMED_OUT and c.closed
+    assert c.last_activity < 30  # 2 x rto_max of silence, not 15 retries
