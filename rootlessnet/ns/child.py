@@ -277,9 +277,10 @@ class Child:
         """A socket made inside the namespace, handed to the parent (tests, dialing).
 
         Ops return (reply, fds); `serve` closes the fds once they are sent."""
-        family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}[req.get("family", "inet")]
-        kind = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM}[req.get("type", "stream")]
-        s = socket.socket(family, kind)
+        family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX,
+                  "packet": socket.AF_PACKET}[req.get("family", "inet")]  # packet: raw frames (tests' benches)
+        kind = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "raw": socket.SOCK_RAW}[req.get("type", "stream")]
+        s = socket.socket(family, kind, int(req.get("proto", 0)))
         try:
             if "bind" in req:
                 s.bind(tuple(req["bind"]) if family != socket.AF_UNIX else req["bind"])
