@@ -3,13 +3,60 @@
 Under ROOTLESSNET_REQUIRE_ALL=1 (set by hack/test after it prepared the
 machine as root, i.e. in CI) a skipped test is a failure: nothing an issue
 requires may be skipped silently.
+
+An internal error of the engine (an exception that is not a codec error, see
+Core.receive) fails the test during which it happened, wherever the engine
+ran: in this process (every Core made during the test is checked) or in a
+`rootlessnet` subprocess (engines append their reports to the file named by
+ROOTLESSNET_INTERNAL_ERROR_LOG, which this file sets for the whole session).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
+
+from rootlessnet.stack.core import Core
+
+_CORES: list[Core] = []  # strong references: a test's cores are checked after it returned
+_LOG = os.path.join(tempfile.mkdtemp(prefix="rootlessnet-internal-errors-"), "log")
+os.environ["ROOTLESSNET_INTERNAL_ERROR_LOG"] = _LOG
+_init = Core.__init__
+
+
+def _tracking_init(self, *a, **kw):
+    _init(self, *a, **kw)
+    _CORES.append(self)
+
+
+Core.__init__ = _tracking_init
+
+
+def _log_size() -> int:
+    try:
+        return os.path.getsize(_LOG)
+    except OSError:
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _no_internal_errors():
+    """Fail the test if any engine had an internal error while it ran."""
+    _CORES.clear()
+    before = _log_size()
+    yield
+    bad = [c for c in _CORES if c.stats.get("internal_errors")]
+    _CORES.clear()
+    grown = _log_size() > before
+    if bad or grown:
+        text = bad[0].first_internal_error if bad else ""
+        if grown:
+            with open(_LOG) as f:
+                f.seek(before)
+                text += f.read()
+        pytest.fail(f"internal error(s) in the engine during this test:\n{text}", pytrace=False)
 
 REQUIRE_ALL = os.environ.get("ROOTLESSNET_REQUIRE_ALL") == "1"
 

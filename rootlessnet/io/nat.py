@@ -6,6 +6,12 @@ Back-pressure instead of buffering: a host socket is read only while the
 guest connection's send buffer has room, and the guest's data is consumed
 from the TCP receive buffer only as fast as the host socket takes it (so the
 window the guest sees is what the host side can take).
+
+Every host socket counts against the engine's socket budget (below the fd
+limit, with headroom for the API, port listeners and pcap). A new flow that
+cannot get a socket — over the budget, or the kernel says EMFILE/ENFILE/
+ENOBUFS/ENOMEM — is refused towards the guest (RST for TCP, ICMP
+unreachable for UDP and ping) and counted; the engine keeps serving.
 """
 
 from __future__ import annotations
@@ -32,6 +38,19 @@ N_RESET_OR_TIMEOUT = int(Notice.RESET) | int(Notice.TIMED_OUT)
 N_RESET, N_CLOSED = int(Notice.RESET), int(Notice.CLOSED)
 N_DATA = N_READABLE | N_PEER_FIN
 UNREACH_CODES = {errno.ENETUNREACH: 0, errno.EHOSTUNREACH: 1, errno.EACCES: 13, errno.EPERM: 13}
+# the kernel is out of descriptors or memory for a new socket: refuse this flow, keep serving
+NO_SOCKET_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+RESET_DRAIN_TIMEOUT = 30.0  # data before a guest RST: how long the host app may take to read it
+
+
+def new_socket(family: int, kind: int, proto: int = 0) -> socket.socket | None:
+    """A non-blocking close-on-exec socket, or None when the process is out of fds or memory."""
+    try:
+        return socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+    except OSError as e:
+        if e.errno in NO_SOCKET_ERRNOS:
+            return None
+        raise
 
 
 def _family(host: str) -> int:
@@ -41,7 +60,8 @@ def _family(host: str) -> int:
 class HostConn:
     """The host socket of one TcpFlow."""
 
-    __slots__ = ("flow", "sock", "fd", "mask", "connecting", "host_eof", "shut_wr", "dead", "since", "close_pending")
+    __slots__ = ("flow", "sock", "fd", "mask", "connecting", "host_eof", "shut_wr", "dead", "since", "close_pending",
+                 "parked", "drain_since", "drain_rst")
 
     def __init__(self, flow: TcpFlow, sock: socket.socket, now: float):
         self.flow = flow
@@ -54,6 +74,9 @@ class HostConn:
         self.dead = False
         self.since = now
         self.close_pending = False  # host EOF before the guest side is established
+        self.parked = False  # out of the epoll set: it reported HUP/ERR and we want nothing from it
+        self.drain_since: float | None = None  # the guest side is gone: its last data still goes to the host app
+        self.drain_rst = False  # ... then close with RST (the guest reset) or gracefully
 
 
 class TcpNat:
@@ -63,10 +86,25 @@ class TcpNat:
         self.engine = engine
         self.core = engine.core
         self.conns: dict[int, HostConn] = {}
+        self.connecting = 0  # host connects in progress
+        self.draining: list[HostConn] = []  # reset by the guest, last data still on its way to the host app
 
     def open(self, flow: TcpFlow, now: float) -> None:
         host, port = flow.handle
-        s = socket.socket(_family(host), socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        stats = self.core.stats
+        if self.connecting >= self.core.limits.tcp_connecting:
+            stats["tcp_refused_connecting"] += 1  # a SYN flood to a host that does not answer
+            self.core.tcp_refuse(flow)
+            return
+        if not self.engine.socket_room():
+            stats["tcp_refused_no_socket"] += 1
+            self.core.tcp_refuse(flow)
+            return
+        s = new_socket(_family(host), socket.SOCK_STREAM)
+        if s is None:
+            stats["tcp_refused_no_socket"] += 1
+            self.core.tcp_refuse(flow)
+            return
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         hc = HostConn(flow, s, now)
         flow.handle = hc
@@ -75,6 +113,7 @@ class TcpNat:
             self._connect_failed(hc, err)
             return
         self.conns[hc.fd] = hc
+        self.connecting += 1
         self.engine.register(hc.fd, self._on_event, hc, EPOLLOUT)
         hc.mask = EPOLLOUT
 
@@ -91,6 +130,9 @@ class TcpNat:
     def _connect_failed(self, hc: HostConn, err: int) -> None:
         flow = hc.flow
         stats = self.core.stats
+        if hc.connecting and hc.fd in self.conns:
+            self.connecting -= 1
+            hc.connecting = False
         stats["tcp_connect_failed"] += 1
         if err in UNREACH_CODES:
             self.core.tcp_unreachable(flow, UNREACH_CODES[err])
@@ -99,10 +141,27 @@ class TcpNat:
         self._close(hc, rst=False)
 
     def _set_mask(self, hc: HostConn, mask: int) -> None:
-        if mask != hc.mask and not hc.dead:
+        if hc.dead:
+            return
+        if hc.parked:
+            if mask:  # wanted again: back into the epoll set
+                hc.parked = False
+                self.engine.register(hc.fd, self._on_event, hc, mask)
+                hc.mask = mask
+            return
+        if mask != hc.mask:
             if hc.fd in self.conns and self.engine.registered(hc.fd):
                 self.engine.modify(hc.fd, mask)
             hc.mask = mask
+
+    def _park(self, hc: HostConn) -> None:
+        """epoll reports HUP/ERR whatever the mask: out of the set until something is wanted of it
+        (else a level-triggered HUP with nothing to do spins the reactor)."""
+        if not hc.parked and not hc.dead:
+            hc.parked = True
+            self.engine.unregister(hc.fd)
+            hc.mask = 0
+            self.core.stats["tcp_host_parked"] += 1
 
     def _want(self, hc: HostConn) -> None:
         conn = hc.flow.conn
@@ -124,16 +183,35 @@ class TcpNat:
             if not ev & EPOLLOUT:
                 return
             hc.connecting = False
+            self.connecting -= 1
             self.core.stats["tcp_connected"] += 1
             self.core.tcp_accept(hc.flow, now)
             self._want(hc)
             return
+        if hc.drain_since is not None:
+            self._drain(hc)
+            return
+        if ev & EPOLLERR and hc.host_eof:
+            # An error after the host's FIN (it reset after closing): nothing left to read, so
+            # take the error now and reset the guest side, as the host's RST says.
+            err = hc.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._host_reset(hc)
+                return
         if ev & (EPOLLIN | EPOLLHUP | EPOLLERR):
             self._pull(hc)
         if not hc.dead and ev & EPOLLOUT:
             self._push(hc)
         if not hc.dead:
             self._want(hc)
+            if ev & (EPOLLHUP | EPOLLERR) and not hc.mask & (EPOLLIN | EPOLLOUT):
+                self._park(hc)
+
+    def _host_reset(self, hc: HostConn) -> None:
+        self.core.stats["tcp_host_reset"] += 1
+        hc.flow.conn.abort()
+        self.core.touch(hc.flow)
+        self._close(hc, rst=False)
 
     def _pull(self, hc: HostConn) -> None:
         """Host -> guest: read only what the guest connection can buffer."""
@@ -148,10 +226,7 @@ class TcpNat:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.core.stats["tcp_host_reset"] += 1
-            conn.abort()
-            self.core.touch(hc.flow)
-            self._close(hc, rst=False)
+            self._host_reset(hc)
             return
         if data:
             conn.send(data)
@@ -198,12 +273,15 @@ class TcpNat:
             return
         if n & N_RESET_OR_TIMEOUT:
             self.core.stats["tcp_guest_reset" if n & N_RESET else "tcp_timed_out"] += 1
-            # Data the guest sent before its RST is delivered first (as Linux delivers queued data before
-            # reporting a reset); a reset would discard it, so then the host side gets a FIN instead.
-            if not hc.dead and not hc.connecting and flow.conn.readable():
-                self._push(hc)
-            self._close(hc, rst=not self._unsent(hc))
             self.core.free_flow(flow)
+            if hc.dead:
+                return
+            if hc.connecting:
+                self._close(hc, rst=True)
+                return
+            # Data the guest sent before its RST reaches the host app first, then the reset: as
+            # Linux's recv() returns queued data before ECONNRESET.
+            self._start_drain(hc, now, rst=True)
             return
         if hc.close_pending and n & N_ESTABLISHED:
             hc.close_pending = False
@@ -217,30 +295,56 @@ class TcpNat:
                 if hc.host_eof and hc.shut_wr and not flow.conn.readable():
                     self._close(hc, rst=False)  # both directions done: the host side is finished
         if n & N_CLOSED or flow.conn.closed:
-            if not hc.dead:
-                if flow.conn.readable() and not hc.shut_wr:
-                    self._push(hc)
-                self._close(hc, rst=flow.conn.reset_by_peer or flow.conn.timed_out)
             self.core.free_flow(flow)
+            if not hc.dead:
+                self._start_drain(hc, now, rst=flow.conn.reset_by_peer or flow.conn.timed_out)
 
-    @staticmethod
-    def _unsent(hc: HostConn) -> bool:
-        """Bytes still queued in the host socket (TIOCOUTQ), or left in the guest's buffer."""
-        if hc.dead:
-            return False
-        try:
-            import fcntl
-            import struct
+    def _start_drain(self, hc: HostConn, now: float, *, rst: bool) -> None:
+        hc.drain_since = now
+        hc.drain_rst = rst
+        self._drain(hc)
+        if not hc.dead:
+            self.draining.append(hc)
 
-            outq = struct.unpack("i", fcntl.ioctl(hc.fd, 0x5411, b"\0\0\0\0"))[0]
-        except OSError:
-            outq = 0
-        return outq > 0 or hc.flow.conn.readable() > 0
+    def _drain(self, hc: HostConn) -> None:
+        """The guest side is gone: push its last data to the host app, then close.
+
+        A graceful close keeps what the host socket holds (the kernel sends it, then FIN); an
+        RST close would discard it, so that one waits until the app has read everything.
+        Bounded by RESET_DRAIN_TIMEOUT (sweep).
+        """
+        conn = hc.flow.conn
+        if conn.readable() and not hc.shut_wr:
+            self._push(hc)
+            if hc.dead:
+                return
+        if not conn.readable():
+            if not hc.drain_rst:
+                self._close(hc, rst=False)
+                return
+            if _outq(hc.fd) == 0:
+                self._close(hc, rst=True)
+                return
+        # wait: for room in the host socket (EPOLLOUT), or for the app to read (checked by sweep)
+        self._set_mask(hc, EPOLLOUT if conn.readable() else 0)
+
+    def forget(self, flow: TcpFlow) -> None:
+        """After an internal error on this flow: close its host socket with RST, free it."""
+        hc = flow.handle
+        if isinstance(hc, HostConn):
+            self._close(hc, rst=True)
+        self.core.free_flow(flow)
+        flow.conn.release()
 
     def _close(self, hc: HostConn, *, rst: bool) -> None:
         if hc.dead:
             return
         hc.dead = True
+        if hc.connecting:
+            self.connecting -= 1
+            hc.connecting = False
+        if hc.drain_since is not None:
+            hc.flow.conn.release()  # the core forgot this flow already: its buffers go with the socket
         if self.conns.pop(hc.fd, None) is not None:
             self.engine.unregister(hc.fd)
         if rst:
@@ -251,10 +355,24 @@ class TcpNat:
         hc.sock.close()
 
     def sweep(self, now: float) -> None:
-        """Give up on connects that take too long (the guest has long retried by then)."""
+        """Give up on connects that take too long (the guest has long retried by then); finish
+        resets whose last data the host app has read (or that waited too long)."""
         for hc in list(self.conns.values()):
             if hc.connecting and now - hc.since > self.CONNECT_TIMEOUT:
                 self._connect_failed(hc, errno.ETIMEDOUT)
+        if self.draining:
+            left = []
+            for hc in self.draining:
+                if hc.dead:
+                    continue
+                if now - hc.drain_since > RESET_DRAIN_TIMEOUT:
+                    self.core.stats["tcp_drain_timeout"] += 1
+                    self._close(hc, rst=True)
+                    continue
+                self._drain(hc)
+                if not hc.dead:
+                    left.append(hc)
+            self.draining = left
 
     def close_all(self) -> None:
         for hc in list(self.conns.values()):
@@ -269,8 +387,6 @@ class UdpFlow:
 
 
 class UdpNat:
-    MAX_FLOWS = 4096
-
     def __init__(self, engine: Engine):
         self.engine = engine
         self.core = engine.core
@@ -292,9 +408,13 @@ class UdpNat:
                 stats["udp_refused"] += 1
                 self.core.icmp_unreachable(header, 13)
                 return
-            if len(self.flows) >= self.MAX_FLOWS:
-                self._expire_oldest()
-            s = socket.socket(_family(dest[0]), socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+            if self.flows and (len(self.flows) >= self.core.limits.udp_flows or not self.engine.socket_room()):
+                self._expire_oldest()  # UDP flows are cheap to make again: the least recently used goes
+            s = new_socket(_family(dest[0]), socket.SOCK_DGRAM) if self.engine.socket_room() else None
+            if s is None:
+                stats["udp_refused_no_socket"] += 1
+                self.core.icmp_unreachable(header, 1)
+                return
             try:
                 s.connect(dest)
             except OSError as e:
@@ -306,6 +426,8 @@ class UdpNat:
             self.flows[key] = f
             self.engine.register(f.fd, self._on_event, f, EPOLLIN)
             stats["udp_flows_opened"] += 1
+        elif now - f.last > 1.0:
+            self.flows[key] = self.flows.pop(key)  # keep the dict in about least-recently-used order
         f.last = now
         f.header = header
         try:
@@ -346,7 +468,8 @@ class UdpNat:
         f.sock.close()
 
     def _expire_oldest(self) -> None:
-        f = min(self.flows.values(), key=lambda x: x.last)
+        """The first flow in the dict: used least recently, to within a second (see send)."""
+        f = self.flows[next(iter(self.flows))]
         self.core.stats["udp_flows_evicted"] += 1
         self._close(f)
 
@@ -381,12 +504,23 @@ class PingNat:
                 self.core.stats[dest] += 1
                 self.core.icmp_unreachable(header, 13)
                 return
+            if len(self.flows) >= self.core.limits.ping_flows or not self.engine.socket_room():
+                self.core.stats["ping_refused_limit"] += 1
+                self.core.icmp_unreachable(header, 1)
+                return
+            s = None
             try:
                 s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET,
                                   socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                                   socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
                 s.connect((dest[0], 0))
             except OSError as e:
+                if s is not None:
+                    s.close()
+                if e.errno in NO_SOCKET_ERRNOS:
+                    self.core.stats["ping_refused_no_socket"] += 1
+                    self.core.icmp_unreachable(header, 1)
+                    return
                 self.core.stats["ping_socket_denied"] += 1
                 if not self.warned:
                     self.warned = True
@@ -446,3 +580,14 @@ class PingNat:
             self.engine.unregister(f[0].fileno())
             f[0].close()
         self.flows.clear()
+
+
+def _outq(fd: int) -> int:
+    """Bytes the host socket still holds unacknowledged (TIOCOUTQ)."""
+    import fcntl
+    import struct
+
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, 0x5411, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0

@@ -20,6 +20,58 @@ class ConfigError(ValueError):
     """A bad option value; the message says which and what is allowed."""
 
 
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound the engine keeps, with its default (docs/robustness.md; `--limit NAME=VALUE`).
+
+    What happens at each bound is counted under the name given here.
+    """
+
+    tcp_flows: int = 65536  # live guest TCP connections; a SYN beyond: RST (tcp_refused_table_full)
+    tcp_connecting: int = 4096  # host connects in progress; a SYN beyond: RST (tcp_refused_connecting)
+    time_wait: int = 32768  # TIME-WAIT entries (Linux tcp_max_tw_buckets); beyond: forgotten (tcp_time_wait_overflow)
+    udp_flows: int = 4096  # UDP flows (a host socket each); beyond: the least recently used closes (udp_flows_evicted)
+    ping_flows: int = 1024  # ICMP echo flows (a ping socket each); beyond: unreachable (ping_refused_limit)
+    host_sockets: int = 0  # host sockets of all flows together; 0: RLIMIT_NOFILE minus fd_reserve
+    fd_reserve: int = 64  # fds kept free for the API, port listeners, splice pipes and pcap
+    tcp_mem: int = 128 * MiB  # bytes all TCP buffers may hold (Linux tcp_mem): 3/4 is pressure
+    tcp_rmem: int = 4 * MiB  # receive buffer (the most window offered) per connection
+    tcp_wmem: int = 4 * MiB  # send buffer per connection (host data not yet acknowledged by the guest)
+    ooo_blocks: int = 64  # out-of-order blocks per connection (adjacent ones are merged)
+    link_queue: int = 1000  # frames queued per impaired link direction (netem's limit)
+    udp_clients: int = 1024  # builtin port driver: client sockets per published UDP port (LRU recycled)
+
+    def __post_init__(self) -> None:
+        for name in LIMIT_NAMES:
+            v = getattr(self, name)
+            low = 0 if name == "host_sockets" else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"--limit {name}={v!r}: use an integer >= {low}")
+        if self.tcp_rmem < 2048 or self.tcp_wmem < 2048:
+            raise ConfigError("--limit tcp_rmem and tcp_wmem: use at least 2048 bytes")
+
+    def with_text(self, text: str) -> "Limits":
+        """`NAME=VALUE` (VALUE may end in K, M or G for byte sizes) applied to these limits."""
+        import dataclasses
+
+        name, sep, value = text.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in LIMIT_NAMES:
+            raise ConfigError(f"--limit {text!r}: use NAME=VALUE with NAME one of {', '.join(LIMIT_NAMES)}")
+        v = value.strip()
+        mult = {"k": 1 << 10, "m": MiB, "g": 1 << 30}.get(v[-1:].lower(), 1)
+        digits = v[:-1] if mult != 1 else v
+        if not digits.isdigit():
+            raise ConfigError(f"--limit {text!r}: VALUE must be a whole number (K, M, G allowed)")
+        return dataclasses.replace(self, **{name: int(digits) * mult})
+
+
+LIMIT_NAMES = tuple(f for f in Limits.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class NetConfig:
     cidr: Net4 = Net4("10.0.2.0/24")
@@ -33,7 +85,7 @@ class NetConfig:
     dns_hosts: dict[str, list[str]] | None = None  # static DNS table: then nothing is forwarded
     gateway_mac: bytes = GATEWAY_MAC
     guest_index: int = 100  # the guest is .100 (hosts of a multi-host network: .101, .102, ...)
-    extra: dict = field(default_factory=dict, compare=False)
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not MIN_MTU <= self.mtu <= MAX_MTU:

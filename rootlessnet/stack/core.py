@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import struct
+import traceback
 from collections import Counter
 from typing import Any, Callable
 
@@ -24,18 +25,26 @@ from rootlessnet.stack.frames import ETH, IP4, IP6, TCP, UDP, TCP_ACK, TCP_FIN, 
 from rootlessnet.stack.tcp.connection import TcpConnection, TcpError, rst_for
 from rootlessnet.stack.tcp.notice import Notice
 from rootlessnet.stack.tcp.segment import Control, Segment
+from rootlessnet.stack.tcp.buffers import MemPool
+from rootlessnet.stack.tcp.states import State
 from rootlessnet.stack.tcp.timers import TcpConfig
+from rootlessnet.stack.timewait import TW_ACK, TW_KILL, TW_SYN, TimeWaitTable
 from rootlessnet.wire import WireError
 from rootlessnet.wire.checksum import ones_sum
 from rootlessnet.wire.tcp import TcpOptions, emit_options, parse_options
 
 VNET_NEEDS_CSUM, VNET_DATA_VALID = 1, 2
+MAX_GUEST_IPS = 1024
 BROADCAST = b"\xff" * 6
 _U16 = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 _V6_LOOPBACK = bytes(15) + b"\x01"
 _SYN_IN_TIME_WAIT = int(Notice.SYN_IN_TIME_WAIT)
+_N_RESET = int(Notice.RESET)
+_N_CLOSED = int(Notice.CLOSED)
+_TIME_WAIT = State.TIME_WAIT
+from rootlessnet.stack.dns import DnsOverTcp as _DnsOverTcp  # noqa: E402
 _V6_ANY = bytes(16)
 
 # events for the shell
@@ -71,7 +80,8 @@ class Core:
         self.events: list[tuple] = []
         self.fb = FrameBuilder(cfg.gateway_mac, BROADCAST, vnet=vnet, offload=offload)
         self.guest_mac: bytes | None = None
-        self.guest_ips: set[bytes] = set()
+        self.guest_ips: set[bytes] = set()  # addresses of the subnet the guest uses (no ARP answers for them)
+        self._own4 = frozenset((cfg.gateway, cfg.dns))
         self.rand32 = rand32
         self.flows: dict[tuple, TcpFlow] = {}
         self._touched: list[TcpFlow] = []
@@ -79,8 +89,12 @@ class Core:
         self._timer_seq = 0
         self._pending_l2: list[list] = []  # frames waiting for the guest's MAC
         mss4 = cfg.mtu - 40
-        self.tcp_cfg4 = tcp_config or TcpConfig(local_mss=mss4, recv_buffer=4 << 20, send_buffer=4 << 20,
-                                                 ack_every=1, delayed_ack=0.001, default_peer_mss=536)
+        lim = cfg.limits
+        self.limits = lim
+        self.mem = MemPool(lim.tcp_mem)
+        self.tcp_cfg4 = tcp_config or TcpConfig(local_mss=mss4, recv_buffer=lim.tcp_rmem, send_buffer=lim.tcp_wmem,
+                                                 ack_every=1, delayed_ack=0.001, default_peer_mss=536,
+                                                 max_ooo_blocks=lim.ooo_blocks, mem=self.mem)
         self.tcp_cfg6 = TcpConfig(**{k: getattr(self.tcp_cfg4, k) for k in self.tcp_cfg4.__slots__} | {
             "local_mss": cfg.mtu - 60, "default_peer_mss": 1220})
         self.max_tx = (65535 - 80) if offload and vnet else None
@@ -88,6 +102,9 @@ class Core:
         self.ndp = ndp
         self.resolver = resolver
         self._opts_cache: dict[tuple, bytes] = {}
+        self.time_wait = TimeWaitTable(lim.time_wait, self.tcp_cfg4.time_wait)
+        self.first_internal_error: str | None = None
+        self.on_internal_error: Callable[[str], None] | None = None  # the shell logs it (once)
 
     # ------------------------------------------------------------------ output
     def _out(self, item: list) -> None:
@@ -106,6 +123,12 @@ class Core:
         req = _ARP.pack(1, 0x0800, 6, 4, 1, self.cfg.gateway_mac, self.cfg.gateway, b"\0" * 6, target)
         self.frames.append([self.fb.l2_frame(BROADCAST, 0x0806, req)])
         self.stats["arp_requests"] += 1
+
+    def _note_guest_ip(self, ip: bytes) -> None:
+        """An address the guest uses: the engine stops answering ARP for it (bounded set)."""
+        if ip not in self.guest_ips and len(ip) == 4 and ip not in self._own4 and self.policy.is_virtual(ip) \
+                and len(self.guest_ips) < MAX_GUEST_IPS:
+            self.guest_ips.add(ip)
 
     def take_frames(self) -> list[list]:
         out = self.frames
@@ -126,12 +149,28 @@ class Core:
 
     # ------------------------------------------------------------------ input
     def receive(self, frame, vflags: int, now: float) -> None:
-        """One Ethernet frame from the guest. Never raises on bad input."""
+        """One Ethernet frame from the guest. Never raises.
+
+        Only a codec's `WireError` means malformed input (counted as
+        ``drop_malformed``); any other exception is a bug in the engine: it is
+        counted as ``internal_errors``, the first traceback is kept in
+        ``first_internal_error`` and handed to ``on_internal_error``, and the
+        frame is dropped so the engine keeps serving everyone else.
+        """
         try:
             self._receive(memoryview(frame), vflags, now)
-        except (WireError, struct.error, IndexError, ValueError) as e:
+        except WireError:
             self.stats["drop_malformed"] += 1
-            self.stats["drop_malformed_" + type(e).__name__] += 1
+        except Exception as e:  # noqa: BLE001 - a bug, not bad input: counted and reported, never fatal
+            self.internal_error(e)
+
+    def internal_error(self, exc: BaseException) -> None:
+        """Count a bug (an exception that is not a codec error) and report the first one."""
+        self.stats["internal_errors"] += 1
+        if self.first_internal_error is None:
+            self.first_internal_error = "".join(traceback.format_exception(exc))
+            if self.on_internal_error is not None:
+                self.on_internal_error(self.first_internal_error)
 
     def _receive(self, mv: memoryview, vflags: int, now: float) -> None:
         if len(mv) < 14:
@@ -163,8 +202,12 @@ class Core:
             self.stats["drop_arp_bad"] += 1
             return
         self._learn_mac(src_mac)
-        if spa != b"\0\0\0\0":
-            self.guest_ips.add(spa)
+        if spa in self._own4:
+            # A guest claiming the gateway or the DNS address (a gratuitous ARP, a conflict):
+            # counted, and the engine goes on answering for its own addresses.
+            self.stats["arp_conflict"] += 1
+        elif spa != b"\0\0\0\0":
+            self._note_guest_ip(spa)
         if op == 1 and tpa not in self.guest_ips and self.policy.is_virtual(tpa):
             reply = _ARP.pack(1, 0x0800, 6, 4, 2, self.cfg.gateway_mac, tpa, sha, spa)
             self._out([self.fb.l2_frame(sha, 0x0806, reply)])
@@ -196,6 +239,9 @@ class Core:
         dst = bytes(mv[16:20])
         if src[0] == 127 or src[0] >= 224 or src == b"\0\0\0\0" and proto != 17:
             self.stats["drop_ip4_bad_source"] += 1
+            return False
+        if src in self._own4:
+            self.stats["drop_ip4_spoofed_own"] += 1  # the engine's own address as a source
             return False
         self._learn_mac(src_mac)
         l4 = mv[ihl:total]
@@ -371,7 +417,7 @@ class Core:
         if src == b"\0\0\0\0":
             self.stats["drop_ip4_bad_source"] += 1
             return
-        self.guest_ips.add(src)
+        self._note_guest_ip(src)
         if dport == 53 and self.resolver is not None and (dst == self.cfg.dns or dst == self.cfg.dns6):
             answer = self.resolver.answer(payload)
             if answer is not None:
@@ -422,6 +468,10 @@ class Core:
         key = (src, sport, dst, dport)
         flow = self.flows.get(key)
         if flow is None:
+            tw = self.time_wait.get(key) if self.time_wait.entries else None
+            if tw is not None:
+                self._time_wait_in(tw, seg, now)
+                return
             if control is Control.SYN and seg.ack is None:
                 self._tcp_new(src, sport, dst, dport, seg, now)
                 return
@@ -430,7 +480,6 @@ class Core:
             if reply is not None:
                 self._emit_segment(dst, src, dport, sport, reply, 1460)
             return
-        self.guest_ips.add(src)
         n = flow.conn.receive(seg, now)
         if n & _SYN_IN_TIME_WAIT:
             self._free(flow)
@@ -439,19 +488,51 @@ class Core:
         flow.notice |= n
         self._touch(flow)
 
-    def _tcp_new(self, src: bytes, sport: int, dst: bytes, dport: int, seg: Segment, now: float) -> None:
-        if len(self.flows) >= self.cfg.extra.get("max_tcp_flows", 65536):
+    def _time_wait_in(self, tw, seg: Segment, now: float) -> None:
+        """A segment for a connection in the TIME-WAIT table (stack.timewait)."""
+        gip, gport, rip, rport = tw.key
+        action = self.time_wait.process(tw, seg, now)
+        if action == TW_ACK:
+            self.stats["tcp_time_wait_acks"] += 1
+            self._emit_segment(rip, gip, rport, gport, tw.ack(), 1460)
+        elif action == TW_KILL:
+            self.stats["tcp_time_wait_killed"] += 1
+        elif action == TW_SYN:
+            self.stats["tcp_time_wait_reused"] += 1
+            self._tcp_new(gip, gport, rip, rport, seg, now, iss=tw.new_iss())
+
+    def _to_time_wait(self, flow: TcpFlow, now: float) -> None:
+        """The connection reached TIME-WAIT and the shell has read everything: keep only its numbers."""
+        conn = flow.conn
+        if self.time_wait.add(flow.key, conn.rcv_nxt, conn.snd_nxt, conn.time_wait_window(), now):
+            self.stats["tcp_time_wait"] += 1
+        else:
+            self.stats["tcp_time_wait_overflow"] += 1
+        self._free(flow)
+
+    def _tcp_new(self, src: bytes, sport: int, dst: bytes, dport: int, seg: Segment, now: float,
+                 iss: int | None = None) -> None:
+        if len(self.flows) >= self.limits.tcp_flows:
             self.stats["tcp_refused_table_full"] += 1
             self._emit_segment(dst, src, dport, sport, rst_for(seg), 1460)
             return
         cfg = self.tcp_cfg4 if len(src) == 4 else self.tcp_cfg6
-        conn = TcpConnection.from_syn(seg, now=now, iss=self.rand32() & 0xFFFFFFFF, config=cfg)
+        if iss is None:
+            iss = self.rand32() & 0xFFFFFFFF
+        conn = TcpConnection.from_syn(seg, now=now, iss=iss, config=cfg)
         if self.max_tx:
             conn.max_tx_payload = max(conn.send_mss, (self.max_tx // conn.send_mss) * conn.send_mss)
         flow = TcpFlow(conn, src, sport, dst, dport)
         self.flows[flow.key] = flow
-        self.guest_ips.add(src)
+        self._note_guest_ip(src)
         self.stats["tcp_syn"] += 1
+        if dport == 53 and self.resolver is not None and (dst == self.cfg.dns or dst == self.cfg.dns6):
+            # A static table answers every transport: DNS over TCP is served here, nothing leaves.
+            flow.handle = _DnsOverTcp(self.resolver)
+            self.stats["dns_tcp_static"] += 1
+            conn.accept(now)
+            self._touch(flow)
+            return
         dest = self.policy.translate(dst, dport)
         if isinstance(dest, str):
             self.stats[dest] += 1
@@ -516,6 +597,8 @@ class Core:
         if self.flows.get(flow.key) is flow:
             del self.flows[flow.key]
         flow.deadline = None
+        if not flow.conn.readable():
+            flow.conn.release()  # else the shell still drains it, and releases it when done
 
     def flush(self, now: float) -> list[TcpFlow]:
         """Poll touched connections, emit their segments; returns the flows with notices."""
@@ -526,22 +609,76 @@ class Core:
             flow.touched = False
             if self.flows.get(flow.key) is not flow:
                 continue
-            conn = flow.conn
-            flow.notice |= conn.poll(now)
-            self._drain(flow)
-            if flow.notice:
-                noticed.append(flow)
-            at = conn.poll_at()
-            if at is not None and (flow.deadline is None or at < flow.deadline or flow.deadline <= now):
-                flow.deadline = at
-                self._timer_seq += 1
-                heapq.heappush(self._timers, (at, self._timer_seq, flow))
-            elif at is None:
-                flow.deadline = None
+            try:
+                conn = flow.conn
+                flow.notice |= conn.poll(now)
+                self._drain(flow)
+                if flow.notice and type(flow.handle) is _DnsOverTcp:
+                    self._serve_dns_tcp(flow, now)
+                if conn.state is _TIME_WAIT and not conn.readable():
+                    self._to_time_wait(flow, now)
+                    flow.notice |= _N_CLOSED  # the shell closes the host side
+                    noticed.append(flow)
+                    continue
+                if flow.notice:
+                    noticed.append(flow)
+                at = conn.poll_at()
+                if at is not None and (flow.deadline is None or at < flow.deadline or flow.deadline <= now):
+                    flow.deadline = at
+                    self._timer_seq += 1
+                    heapq.heappush(self._timers, (at, self._timer_seq, flow))
+                elif at is None:
+                    flow.deadline = None
+            except Exception as e:  # noqa: BLE001 - a bug in the TCP code: lose this flow, not the engine
+                self.internal_error(e)
+                self._kill(flow)
+                if flow not in noticed:
+                    noticed.append(flow)
         return noticed
+
+    def _serve_dns_tcp(self, flow: TcpFlow, now: float) -> None:
+        """The engine's own DNS-over-TCP server (static table): read queries, send answers."""
+        n = flow.notice
+        flow.notice = 0
+        conn = flow.conn
+        session = flow.handle
+        if n & (_N_RESET | _N_CLOSED) or conn.closed:
+            self._free(flow)
+            conn.release()
+            return
+        while conn.readable() and session.wants() > 0:
+            data = conn.read(session.wants())
+            answers = session.feed(data)
+            if answers is None:
+                self.stats["drop_dns_tcp"] += 1
+                conn.abort()
+                break
+            for a in answers:
+                if conn.send_space() >= len(a):
+                    conn.send(a)
+                else:
+                    self.stats["drop_dns_tcp_answer"] += 1  # the guest does not read its answers
+        if conn.at_eof and not conn.closed:
+            conn.close(orphan=True)
+        conn.poll(now)
+        self._drain(flow)
+
+    def _kill(self, flow: TcpFlow) -> None:
+        """After an internal error on a flow: reset it towards the guest and tell the shell."""
+        conn = flow.conn
+        try:
+            conn.abort()
+            self._drain(flow)
+        except Exception:  # noqa: BLE001 - the connection's state is broken: forget it regardless
+            pass
+        flow.notice |= _N_RESET
+        self._free(flow)
 
     def run_timers(self, now: float) -> None:
         """Touch every flow whose deadline has come (call flush afterwards)."""
+        tw = self.time_wait
+        if tw._queue and tw._queue[0][0] <= now:
+            tw.expire(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
             at, _, flow = heapq.heappop(timers)
@@ -551,7 +688,14 @@ class Core:
 
     def next_deadline(self) -> float | None:
         """When run_timers has work (entries are lazy: an early wake-up is harmless)."""
-        return self._timers[0][0] if self._timers else None
+        timers = self._timers
+        while timers and timers[0][2].deadline != timers[0][0]:
+            heapq.heappop(timers)  # stale: the flow was freed or its deadline moved
+        t = timers[0][0] if timers else None
+        tw = self.time_wait.next_deadline()
+        if tw is not None and (t is None or tw < t):
+            t = tw
+        return t
 
     def free_flow(self, flow: TcpFlow) -> None:
         """The shell is done with a closed flow."""
@@ -596,4 +740,7 @@ class Core:
     def statistics(self) -> dict[str, Any]:
         snap: dict[str, Any] = dict(self.stats)
         snap["tcp_flows"] = len(self.flows)
+        snap["tcp_time_wait_entries"] = len(self.time_wait)
+        snap["tcp_mem_held"] = self.mem.used
+        snap["tcp_mem_peak"] = self.mem.peak
         return snap

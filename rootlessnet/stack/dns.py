@@ -302,3 +302,44 @@ class DnsForwarder:
                 return uid
             self.stats["id_collisions"] += 1
         return None
+
+
+class DnsOverTcp:
+    """DNS over TCP (RFC 7766 §8: a 2-byte length before each message) answered by a resolver.
+
+    The engine serves TCP connections to its DNS address itself when it has a
+    static table, so no query of any transport leaves it. ``feed`` takes the
+    bytes the guest sent and returns the framed answers; ``None`` means the
+    stream is broken (an empty message, or one the resolver would not answer)
+    and the connection should be closed.
+    """
+
+    __slots__ = ("resolver", "_buf")
+
+    MAX_BUFFER = 2 + 65535  # one whole message at most is ever held
+
+    def __init__(self, resolver: StaticResolver) -> None:
+        self.resolver = resolver
+        self._buf = bytearray()
+
+    def wants(self) -> int:
+        """How many more bytes may be fed now (the rest stays in the TCP receive buffer)."""
+        return self.MAX_BUFFER - len(self._buf)
+
+    def feed(self, data) -> list[bytes] | None:
+        buf = self._buf
+        buf += data
+        out = []
+        while len(buf) >= 2:
+            n = int.from_bytes(buf[:2], "big")
+            if n == 0:
+                return None
+            if len(buf) < 2 + n:
+                break
+            query = bytes(buf[2 : 2 + n])
+            del buf[: 2 + n]
+            ans = self.resolver.answer(query, max_size=65535)
+            if ans is None:
+                return None
+            out.append(len(ans).to_bytes(2, "big") + ans)
+        return out

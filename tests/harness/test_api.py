@@ -15,6 +15,27 @@ from rootlessnet.harness import CommandFailed, PortInUseError, UnknownHostError,
 
 pytestmark = pytest.mark.rootless
 
+# connect to HOST PORT: print what the server sent, "refused" or "timeout" (1.5 s)
+CONNECT = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)
+    print(s.recv(100).decode())
+except ConnectionRefusedError:
+    print("refused")
+except OSError:
+    print("timeout")
+"""
+# serve one connection on PORT with "hello", then exit (at most 60 s)
+SERVE = """
+import socket, sys
+l = socket.create_server(("", int(sys.argv[1])))
+l.settimeout(60)
+c, _ = l.accept()
+c.sendall(b"hello")
+c.close()
+"""
+
 
 def test_run_has_subprocess_semantics(rootless_sandbox, tmp_path):
     sb = rootless_sandbox
@@ -149,15 +170,26 @@ async def test_async_sandbox_and_network():
             await sb.run(["sleep", "10"])
         p = await sb.popen(["sleep", "30"])
         host, port = await sb.add_port(80)
-        assert (await sb.statistics())["engine"] is not None
+        before = (await sb.statistics())["engine"]
+        # a connection to the host's loopback (port 9: nothing listens) shows in the counters
+        r = await sb.run([sys.executable, "-c", CONNECT, "10.0.2.2", "9"], capture_output=True, text=True)
+        assert r.stdout.strip() == "refused"
+        after = (await sb.statistics())["engine"]
+        assert after["tcp_syn"] == before.get("tcp_syn", 0) + 1
+        assert after["tcp_connect_failed"] == before.get("tcp_connect_failed", 0) + 1
         workdir = sb._core.workdir
     assert p.returncode is not None and not os.path.exists(workdir)
     async with open_network(["x", "y"]) as net:
         r = await net.host("x").run(["getent", "hosts", "y"], capture_output=True, text=True, check=True)
         assert r.stdout.split()[0] == net.host("y").ipv4
         await net.link("x").impair(delay=0.001)
+        server = await net.host("y").popen([sys.executable, "-c", SERVE, "9000"])
         await net.partition({"x"}, {"y"})
-        assert await net.host("x").run(["sh", "-c", "echo | nc -w 1 y 9"], capture_output=True) is not None
+        r = await net.host("x").run([sys.executable, "-c", CONNECT, "y", "9000"], capture_output=True, text=True)
+        assert r.stdout.strip() == "timeout"  # partitioned: the SYNs go nowhere
         await net.heal()
+        r = await net.host("x").run([sys.executable, "-c", CONNECT, "y", "9000"], capture_output=True, text=True)
+        assert r.stdout.strip() == "hello"  # healed: the same server answers
+        assert await server.wait() == 0
         with pytest.raises(UnknownHostError):
             net.host("z")

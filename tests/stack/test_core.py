@@ -418,6 +418,22 @@ def test_data_both_ways_with_correct_seq_and_ack() -> None:
     assert data.parts[-1] == b"reply"  # payload handed over separately (one writev)
 
 
+def _time_wait(core: Core) -> "Conn":
+    """A connection the host closed first, now in TIME-WAIT (the guest's FIN acknowledged)."""
+    c = Conn(core)
+    flow = c.flow
+    flow.conn.close()
+    core.touch(flow)
+    core.flush(1.0)
+    c.ack += 1
+    feed(core, c.seg("A"), 1.0)
+    c.send(b"", now=1.0, flags="FA")
+    core.flush(1.0)
+    drain(core)
+    assert core.statistics()["tcp_time_wait_entries"] == 1 and flow.key not in core.flows
+    return c
+
+
 def test_close_both_ways_and_time_wait_frees_the_flow() -> None:
     core = make_core(mtu=1500)
     c = Conn(core)
@@ -433,20 +449,18 @@ def test_close_both_ways_and_time_wait_frees_the_flow() -> None:
     feed(core, c.seg("A"), 1.1)
     c.send(b"", now=1.1, flags="FA")
     noticed = core.flush(1.1)
-    assert flow in noticed and flow.notice & Notice.PEER_FIN
+    assert flow in noticed and flow.notice & Notice.PEER_FIN and flow.notice & Notice.CLOSED
     (last_ack,) = drain(core)
     assert_match(last_ack.pkt, TCP(flags="A", seq=c.ack, ack=c.seq))
-    assert flow.conn.state is State.TIME_WAIT
-    assert core.next_deadline() is not None and core.next_deadline() <= 1.1 + 60
+    # TIME-WAIT lives in its own table: the flow (and its buffers) are gone
+    st = core.statistics()
+    assert st["tcp_flows"] == 0 and st["tcp_time_wait_entries"] == 1 and st["tcp_mem_held"] == 0
+    assert core.next_deadline() == pytest.approx(1.1 + 60)
     core.run_timers(1.1 + 30)
-    core.flush(1.1 + 30)
-    assert not flow.conn.closed
+    assert core.statistics()["tcp_time_wait_entries"] == 1
     core.run_timers(1.1 + 61)
-    noticed = core.flush(1.1 + 61)
-    assert flow in noticed and flow.notice & Notice.CLOSED and flow.conn.closed
+    assert core.statistics()["tcp_time_wait_entries"] == 0 and core.next_deadline() is None
     assert drain(core) == []
-    core.free_flow(flow)
-    assert core.statistics()["tcp_flows"] == 0
 
 
 def test_guest_closes_first_last_ack() -> None:
@@ -472,20 +486,11 @@ def test_guest_closes_first_last_ack() -> None:
 
 def test_new_syn_in_time_wait_recycles_the_flow() -> None:
     core = make_core(mtu=1500)
-    c = Conn(core)
-    flow = c.flow
-    flow.conn.close()
-    core.touch(flow)
-    core.flush(1.0)
-    c.ack += 1
-    feed(core, c.seg("A"), 1.0)
-    c.send(b"", now=1.0, flags="FA")
-    core.flush(1.0)
-    assert flow.conn.state is State.TIME_WAIT
-    drain(core)
+    c = _time_wait(core)
     feed(core, syn(seq=c.seq + 100000), 2.0)
     ((ev, new),) = core.events
-    assert ev == EV_TCP_OPEN and new is not flow and core.flows[new.key] is new
+    assert ev == EV_TCP_OPEN and new is not c.flow and core.flows[new.key] is new
+    assert core.statistics()["tcp_time_wait_entries"] == 0
 
 
 def test_guest_rst_raises_reset_notice() -> None:

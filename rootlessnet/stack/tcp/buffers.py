@@ -28,13 +28,14 @@ class SendBuffer:
     C-level bisect.
     """
 
-    __slots__ = ("cap", "_chunks", "_starts", "_head", "_start", "_end")
+    __slots__ = ("cap", "_chunks", "_starts", "_head", "_start", "_end", "pool")
 
     _SMALL = 2048
     _COALESCE = 16384
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, pool: MemPool | None = None) -> None:
         self.cap = cap
+        self.pool = pool
         self._chunks: list[bytes] = []
         self._starts: list[int] = []
         self._head = 0  # index of the first live chunk
@@ -45,12 +46,18 @@ class SendBuffer:
         return self._end - self._start
 
     def space(self) -> int:
-        return self.cap - (self._end - self._start)
+        held = self._end - self._start
+        pool = self.pool
+        if pool is not None and pool.used >= pool.pressure:
+            # memory is short: each connection keeps a floor, so acknowledgements still wake it
+            cap = min(self.cap, MemPool.SEND_FLOOR)
+            return cap - held if held < cap else 0
+        return self.cap - held
 
     def append(self, data) -> int:
         """Take up to ``space()`` bytes of ``data``; return how many."""
         n = len(data)
-        room = self.cap - (self._end - self._start)
+        room = self.space()
         if n > room:
             n = room
             if n <= 0:
@@ -60,6 +67,8 @@ class SendBuffer:
             return 0
         elif type(data) is not bytes:
             data = bytes(data)
+        if self.pool is not None:
+            self.pool.charge(n)
         chunks = self._chunks
         if n < self._SMALL and len(chunks) > self._head:
             last = chunks[-1]
@@ -96,6 +105,8 @@ class SendBuffer:
 
     def consume(self, n: int) -> None:
         """Drop ``n`` acknowledged bytes from the head."""
+        if self.pool is not None:
+            self.pool.release(n)
         start = self._start + n
         self._start = start
         chunks = self._chunks
@@ -116,6 +127,8 @@ class SendBuffer:
         self._head = h
 
     def clear(self) -> None:
+        if self.pool is not None:
+            self.pool.release(self._end - self._start)
         self._chunks = []
         self._starts = []
         self._head = 0
@@ -133,21 +146,116 @@ def _as_view(data) -> memoryview:
     return memoryview(bytes(data))
 
 
-class RecvBuffer:
-    __slots__ = ("cap", "_chunks", "_len")
+class MemPool:
+    """Bytes held by the TCP buffers of one engine, with thresholds like Linux's tcp_mem.
 
-    def __init__(self, cap: int) -> None:
+    Buffers charge what they really hold: a view of a frame pins the whole
+    frame, so it is charged the frame's size (small payloads are copied out
+    instead, see ``RecvBuffer``). Above ``pressure`` the receive windows
+    offered stop growing, out-of-order segments are dropped and each send
+    buffer is held to ``SEND_FLOOR`` bytes; above ``limit`` new in-order data
+    is dropped too (the peer retransmits it), unless its connection holds
+    nothing yet, so every connection can still make progress.
+    """
+
+    __slots__ = ("limit", "pressure", "used", "peak")
+
+    SEND_FLOOR = 65536
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("MemPool: limit must be >= 1 byte")
+        self.limit = limit
+        self.pressure = limit - limit // 4
+        self.used = 0
+        self.peak = 0
+
+    def charge(self, n: int) -> None:
+        used = self.used + n
+        self.used = used
+        if used > self.peak:
+            self.peak = used
+
+    def release(self, n: int) -> None:
+        self.used -= n
+
+    @property
+    def under_pressure(self) -> bool:
+        return self.used >= self.pressure
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.limit
+
+
+def _held(chunk) -> int:
+    """What a chunk keeps alive: a view pins its whole underlying object."""
+    if type(chunk) is memoryview:
+        return len(chunk.obj)
+    return len(chunk) + _BYTES_OVERHEAD
+
+
+_BYTES_OVERHEAD = 33  # sys.getsizeof(b"") on CPython 3.11
+
+
+class RecvBuffer:
+    """In-order received payloads, charged to a ``MemPool`` as held.
+
+    A payload is kept as a zero-copy view of its frame when it is at least
+    half of that frame and ``COPY_BELOW`` bytes or more (the bulk case); a
+    smaller one is copied into a tail ``bytearray`` so that a 1-byte segment
+    in a 64 KiB padded frame holds 1 byte, not the frame, and a run of tiny
+    segments costs about their payload, not an object each. The tail becomes
+    an immutable chunk when it is full or read, so views handed out by
+    ``peek`` never see it change.
+    """
+
+    __slots__ = ("cap", "_chunks", "_len", "_tail", "held", "pool")
+
+    COPY_BELOW = 2048
+    TAIL_MAX = 65536
+
+    def __init__(self, cap: int, pool: MemPool | None = None) -> None:
         self.cap = cap
-        self._chunks: deque[memoryview] = deque()
+        self._chunks: deque = deque()
         self._len = 0
+        self._tail: bytearray | None = None
+        self.held = 0
+        self.pool = pool
 
     def __len__(self) -> int:
         return self._len
 
-    def append(self, view: memoryview) -> None:
-        if len(view):
+    def append(self, view) -> None:
+        n = len(view)
+        if not n:
+            return
+        if n < self.COPY_BELOW or (type(view) is memoryview and len(view.obj) > 2 * n):
+            tail = self._tail
+            if tail is None:
+                tail = self._tail = bytearray()
+                charge = n + _BYTES_OVERHEAD
+            else:
+                charge = n
+            tail += view
+            if len(tail) >= self.TAIL_MAX:
+                self._freeze()
+        else:
+            if self._tail is not None:
+                self._freeze()
             self._chunks.append(view)
-            self._len += len(view)
+            charge = _held(view)
+        self._len += n
+        self.held += charge
+        if self.pool is not None:
+            self.pool.charge(charge)
+
+    def _freeze(self) -> None:
+        """The tail becomes an immutable chunk (same charge: len + overhead)."""
+        tail = self._tail
+        self._tail = None
+        if tail:
+            self._chunks.append(bytes(tail))
 
     def peek(self, max_bytes: int) -> memoryview | bytes:
         """Up to ``max_bytes`` from the head without consuming.
@@ -155,6 +263,8 @@ class RecvBuffer:
         Zero-copy when the head chunk alone is big enough (the bulk case);
         otherwise joins chunks into one ``bytes`` of at most ``max_bytes``.
         """
+        if self._tail is not None:
+            self._freeze()
         chunks = self._chunks
         if not chunks or max_bytes <= 0:
             return b""
@@ -176,19 +286,37 @@ class RecvBuffer:
     def consume(self, n: int) -> int:
         """Drop up to ``n`` bytes from the head; return how many were dropped."""
         n = min(n, self._len)
+        if n and self._tail is not None:
+            self._freeze()
         left = n
         chunks = self._chunks
+        freed = 0
         while left:
             head = chunks[0]
             if len(head) <= left:
                 chunks.popleft()
                 left -= len(head)
+                freed += _held(head)
             else:
-                chunks[0] = head[left:]
+                # a slice of bytes is a view of the same object: still charged as that object
+                if type(head) is bytes:
+                    chunks[0] = memoryview(head)[left:]
+                    freed += _BYTES_OVERHEAD  # from now on charged len(obj), as every view
+                else:
+                    chunks[0] = head[left:]
                 left = 0
         self._len -= n
+        if freed:
+            self.held -= freed
+            if self.pool is not None:
+                self.pool.release(freed)
         return n
 
     def clear(self) -> None:
         self._chunks.clear()
+        self._tail = None
         self._len = 0
+        if self.held:
+            if self.pool is not None:
+                self.pool.release(self.held)
+            self.held = 0

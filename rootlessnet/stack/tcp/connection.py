@@ -97,9 +97,9 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         self.rcv_nxt = 0
         self.send_mss = min(cfg.default_peer_mss, cfg.local_mss)
         self._max_tx = None
-        self._sb = SendBuffer(cfg.send_buffer)
-        self._rb = RecvBuffer(cfg.recv_buffer)
-        self._reasm = Reassembler(cfg.max_ooo_blocks)
+        self._sb = SendBuffer(cfg.send_buffer, cfg.mem)
+        self._rb = RecvBuffer(cfg.recv_buffer, cfg.mem)
+        self._reasm = Reassembler(cfg.max_ooo_blocks, cfg.mem)
         self._sb_seq = (iss + 1) & MASK
         self._rcv_off = 0
         self._adv_edge = 0
@@ -382,6 +382,23 @@ class TcpConnection(ReceiverMixin, SenderMixin):
             self._emit_rst(self._acceptable_seq(), self.rcv_nxt)
         self._rb.clear()
         self._fire(Event.APP_ABORT)
+
+    def release(self) -> None:
+        """Free every buffer (and its charge to the engine's memory pool); idempotent.
+
+        The engine calls it when it forgets the connection; data not yet read is lost.
+        """
+        self._rb.clear()
+        self._sb.clear()
+        self._reasm.clear()
+
+    def time_wait_window(self) -> int:
+        """The window field for ACKs sent from TIME-WAIT (what was last advertised)."""
+        return self._window_field()
+
+    def held(self) -> int:
+        """Memory this connection's buffers keep alive (what the memory pool is charged)."""
+        return self._rb.held + self._reasm.held + len(self._sb)
 
     # ------------------------------------------------------------ state
     @property

@@ -337,11 +337,14 @@ class ReceiverMixin:
             view = view[:room] if room > 0 else b""
             fin = False
             ack_now = True
+        mem = self.cfg.mem
         if d:
             # Out of order: queue and send an immediate duplicate ACK (RFC 5681 §4.2).
             stats.ooo_segments += 1
             reasm = self._reasm
-            if view and reasm.add(self._rcv_off + d, view) < 0:
+            if mem is not None and mem.used >= mem.pressure:
+                stats.ooo_dropped += 1  # memory is short: out-of-order data goes first (as Linux prunes)
+            elif view and reasm.add(self._rcv_off + d, view) < 0:
                 stats.ooo_dropped += 1
             elif fin:
                 reasm.fin_off = self._rcv_off + d + len(view)
@@ -349,6 +352,12 @@ class ReceiverMixin:
             return
         n = len(view)
         rb = self._rb
+        if n and mem is not None and mem.used >= mem.limit and (len(rb) or self._reasm):
+            # Over the engine-wide limit: drop the text (the peer retransmits it); a connection
+            # that holds nothing may still take it, so none is starved.
+            stats.mem_dropped += n
+            self._send_ack_now()
+            return
         if n:
             rb.append(view)
             self._rcv_off += n

@@ -60,7 +60,9 @@ class SenderMixin:
         adv = self._adv_edge
         edge = (nxt + rb.cap - len(rb)) & MASK
         if _sub(edge, adv) >= self._sws_thresh:
-            adv = edge
+            mem = self.cfg.mem
+            if mem is None or mem.used < mem.pressure:
+                adv = edge  # memory is short: the window is not opened further (never shrunk either)
         win = _sub(adv, nxt)
         if win <= 0:
             self._adv_edge = nxt

@@ -67,6 +67,7 @@ class TcpConfig:
         "keepalive",
         "initial_window_segments",
         "max_ooo_blocks",
+        "mem",
     )
 
     def __init__(
@@ -89,6 +90,7 @@ class TcpConfig:
         keepalive: tuple[float, float, int] | None = None,  # (idle, interval, count)
         initial_window_segments: int = 10,  # RFC 6928
         max_ooo_blocks: int = 256,
+        mem=None,  # a buffers.MemPool shared by the engine's connections (None: no global limit)
     ) -> None:
         if local_mss < 64 or recv_buffer < 1 or send_buffer < 1 or ack_every < 1:
             raise ValueError("TcpConfig: local_mss >= 64, buffers >= 1, ack_every >= 1")
@@ -109,3 +111,4 @@ class TcpConfig:
         self.keepalive = keepalive
         self.initial_window_segments = initial_window_segments
         self.max_ooo_blocks = max_ooo_blocks
+        self.mem = mem
