@@ -34,7 +34,7 @@ def _default_state_dir(value: str | None) -> str:
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
-    from rootlessnet.ns.launcher import NETS, REAPERS
+    from rootlessnet.ns.launcher import NETS, REAPERS, SANDBOX_MODES
     from rootlessnet.ns.idmap import SUBID_SOURCES
     from rootlessnet.ns.syscalls import PROPAGATION
 
@@ -53,6 +53,13 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", help="state directory (default: a temporary one, removed on exit)")
     p.add_argument("--subid-source", default="auto", choices=SUBID_SOURCES, help="where subordinate ids come from (none: single-id map)")
     p.add_argument("-q", "--quiet", action="store_true", help="no warnings")
+    p.add_argument("--sandbox", default="auto", choices=SANDBOX_MODES,
+                   help="once set up, the launcher (engine, ports, API) confines itself: no_new_privs, Landlock, "
+                        "seccomp (auto, default: what the kernel offers; true: all or fail; docs/robustness.md)")
+    p.add_argument("--slirp4netns-sandbox", choices=SANDBOX_MODES, metavar="auto|true|false",
+                   help="rootlesskit's flag: the filesystem (Landlock) part of --sandbox")
+    p.add_argument("--slirp4netns-seccomp", choices=SANDBOX_MODES, metavar="auto|true|false",
+                   help="rootlesskit's flag: the seccomp part of --sandbox")
     g = p.add_argument_group("--net=slirp")
     g.add_argument("--mtu", type=int, default=65520, help="MTU of the tap device (1280..65520, default 65520)")
     g.add_argument("--cidr", default="10.0.2.0/24", help="virtual IPv4 network (default 10.0.2.0/24)")
@@ -89,6 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         outbound=args.outbound, dns_upstream=args.dns_upstream, pcap=args.pcap, vnet_hdr=not args.no_vnet_hdr,
         port_driver=args.port_driver, publish=args.publish,
         hosts=[h for h in (args.hosts or "").split(",") if h], dns_hosts=_load_dns_hosts(args.dns_hosts),
+        sandbox=args.sandbox, sandbox_fs=args.slirp4netns_sandbox, sandbox_seccomp=args.slirp4netns_seccomp,
+        own_process=True,
     )
     opts.validate()
     return trio.run(run_command, opts)

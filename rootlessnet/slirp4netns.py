@@ -45,6 +45,7 @@ COMPAT_VERSION = "1.2.0"
 HELPER_TIMEOUT = 30.0
 TAP_CHECK_INTERVAL = 0.5
 TUNGETIFF = 0x800454D2
+SANDBOX_ENV = "ROOTLESSNET_SANDBOX"
 
 HELP = f"""\
 Usage: slirp4netns [OPTION]... PID|PATH [TAPNAME]
@@ -64,15 +65,15 @@ User-mode networking for unprivileged network namespaces
 --disable-dns            disables 10.0.2.3 (or configured internal ip) to host dns redirect
 --macaddress=MAC         specify the MAC address of the TAP (only valid with -c)
 --target-type=netns      accepted for compatibility (netns is the only target type)
+--enable-sandbox         require filesystem confinement (Landlock: nothing writable but the API socket's removal)
+--enable-seccomp         require the seccomp filter (syscalls the engine never needs fail with EPERM)
 -h, --help               show this help and exit
 -v, --version            show version and exit
 """
 
 # slirp4netns flags we do not implement: refused, with the reason
 UNSUPPORTED = {
-    "--enable-sandbox": "the engine needs no sandbox mount namespace; run without it (rootlesskit: --slirp4netns-sandbox=false)",
     "--create-sandbox": "the engine needs no sandbox mount namespace; run without it",
-    "--enable-seccomp": "no seccomp filter is installed; run without it (rootlesskit: --slirp4netns-seccomp=false)",
     "--outbound-addr": "binding outbound connections to an address is not implemented",
     "--outbound-addr6": "binding outbound connections to an address is not implemented",
 }
@@ -96,6 +97,11 @@ class Options:
     ready_fd: int | None = None
     exit_fd: int | None = None
     macaddress: str | None = None
+    # Confinement once the engine is up (docs/robustness.md): auto by default, as
+    # for `rootlessnet run`; --enable-sandbox/--enable-seccomp make a part required;
+    # ROOTLESSNET_SANDBOX=false (or true/auto) applies to both.
+    sandbox_fs: str = "auto"
+    sandbox_seccomp: str = "auto"
 
     def net_config(self):
         from rootlessnet.ns.launcher import _host_nameserver
@@ -141,6 +147,8 @@ def _build_parser() -> _Parser:
     p.add_argument("--disable-dns", action="store_true")
     p.add_argument("--macaddress")
     p.add_argument("--target-type", default="netns")
+    p.add_argument("--enable-sandbox", action="store_true")
+    p.add_argument("--enable-seccomp", action="store_true")
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("-v", "--version", action="store_true")
     p.add_argument("target", nargs="?")
@@ -183,10 +191,18 @@ def parse_args(argv: list[str]) -> Options | str:
                 os.fstat(fd)
             except OSError:
                 raise UserError(f"{flag}={fd}: not an open file descriptor") from None
+    env_mode = os.environ.get(SANDBOX_ENV, "auto")
+    if env_mode not in ("auto", "true", "false"):
+        raise UserError(f"{SANDBOX_ENV}={env_mode!r}: use auto, true or false")
+
+    def mode(flag: bool) -> str:
+        return "false" if env_mode == "false" else ("true" if flag else env_mode)
+
     opts = Options(target=a.target, tapname=a.tapname, configure=a.configure, mtu=a.mtu, cidr=a.cidr,
                    ipv6=a.enable_ipv6, host_loopback=not a.disable_host_loopback, dns=not a.disable_dns,
                    api_socket=a.api_socket, netns_type=a.netns_type, userns_path=a.userns_path,
-                   ready_fd=a.ready_fd, exit_fd=a.exit_fd, macaddress=a.macaddress)
+                   ready_fd=a.ready_fd, exit_fd=a.exit_fd, macaddress=a.macaddress,
+                   sandbox_fs=mode(a.enable_sandbox), sandbox_seccomp=mode(a.enable_seccomp))
     opts.net_config()  # validates --mtu and --cidr
     return opts
 
@@ -326,6 +342,26 @@ def tap_gone(fd: int) -> bool:
     return False
 
 
+def confine(opts: Options):
+    """Confine this process once the engine and the API socket are up (before --ready-fd says so).
+
+    Nothing stays writable but the engine's internal-error log; the API
+    socket's directory allows unlinking (we remove the socket at exit).
+    """
+    from rootlessnet.ns import confine as cf
+    from rootlessnet.ns.launcher import engine_log_files
+
+    policy = cf.Policy(writable_files=engine_log_files(), landlock=opts.sandbox_fs, seccomp=opts.sandbox_seccomp)
+    if opts.api_socket:
+        policy.remove_files_in.append(os.path.dirname(os.path.abspath(opts.api_socket)))
+    try:
+        return cf.confine(policy)
+    except cf.ConfineError as e:
+        part = "sandbox" if str(e).startswith("filesystem") else "seccomp"
+        raise UserError(f"--enable-{part}: cannot confine the engine: {e} (run without --enable-{part}; "
+                        f"rootlesskit: --slirp4netns-{part}=false)") from None
+
+
 def _notify_ready(fd: int) -> None:
     try:
         os.write(fd, b"1")
@@ -397,6 +433,7 @@ async def serve(opts: Options, netcfg, tap_fd: int, vnet: bool, offload: bool) -
                 if api_sock is not None:
                     await nursery.start(api.serve, api.ApiHandler(driver, str(ipaddress.ip_address(netcfg.guest))),
                                         api_sock)
+                confine(opts)
                 if opts.ready_fd is not None:
                     _notify_ready(opts.ready_fd)
         finally:

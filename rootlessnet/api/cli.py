@@ -168,6 +168,12 @@ def cmd_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
         rows.append(["  Loopback child IP:", "disallowed" if port.get("disallowLoopbackChildIP") else "allowed"])
     else:
         rows.append(["Port driver:", "none"])
+    box = info.get("sandbox")
+    if isinstance(box, dict):  # rootlessnet's extension (docs/robustness.md)
+        what = (["no_new_privs"] if box.get("noNewPrivs") else []) + (
+            [f"Landlock ABI {box.get('landlockABI')}"] if box.get("landlock") == "on" else []) + (
+            ["seccomp"] if box.get("seccomp") == "on" else [])
+        rows.append(["Sandbox:", ", ".join(what) or "off"])
     _kv(rows, out)
     return 0
 

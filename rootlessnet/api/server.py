@@ -426,11 +426,14 @@ async def serve_api(path: str, *, info: Callable[[], dict], ports: PortDriver | 
     _check_dir(path)
     _remove_stale(path)
     api = Api(info, ports, stats, extensions)
-    sock = trio.socket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+    std = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+    sock = trio.socket.from_stdlib_socket(std)
     ino = None
     try:
         try:
-            await sock.bind(path)
+            # Bound here, not by trio.socket (which binds paths in a worker thread): an idle worker
+            # would outlive set-up, and the launcher confines itself single-threaded (ns/confine.py).
+            std.bind(path)
         except OSError as e:
             hint = " (use a shorter --state-dir: socket paths are limited to 107 bytes)" if "too long" in str(e) else ""
             raise UserError(f"cannot create the API socket {path}: {e.strerror or e}{hint}") from None

@@ -5,7 +5,8 @@ running `Instance` once the command has been started and `child_pid` is
 written; leaving it kills what is left and releases the state directory.
 Later layers (the engine, port drivers, the API) plug in through
 `PARENT_HOOKS`, which run after the namespaces exist and before `child_pid`
-is written.
+is written. Then, as opts.sandbox says, the process confines itself
+(ns/confine.py: no_new_privs, Landlock, seccomp), still before `child_pid`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from rootlessnet.ns.syscalls import PROPAGATION
 NETS = ("slirp", "slirp4netns", "none", "host")
 PORT_DRIVERS = ("builtin", "slirp", "none")
 REAPERS = ("auto", "true", "false")
+SANDBOX_MODES = ("auto", "true", "false")
+SANDBOX_PROBE_ENV = "ROOTLESSNET_SANDBOX_PROBE"  # tests: {"write": PATH, "exec": EMPTY_FILE} -> STATE/sandbox-probe.json
 SETUP_TIMEOUT = 60.0
 NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, signal.SIGSTOP}
 
@@ -66,6 +69,26 @@ class RunOptions:
     publish: list[str] = field(default_factory=list)
     api: bool = True
     hosts: list[str] = field(default_factory=list)  # multi-host network (test harness)
+    # confinement of this process once the instance is set up (docs/robustness.md)
+    sandbox: str = "auto"  # auto: only when own_process; true: all parts or fail; false: off
+    sandbox_fs: str | None = None  # --slirp4netns-sandbox: the Landlock part (None: as sandbox)
+    sandbox_seccomp: str | None = None  # --slirp4netns-seccomp: the seccomp part (None: as sandbox)
+    own_process: bool = False  # the process exists only for this instance (the CLI): "auto" confines it
+
+    def sandbox_modes(self) -> tuple[str, str]:
+        """(Landlock mode, seccomp mode), each "true", "auto" or "false", as they apply to this process.
+
+        --sandbox=false turns everything off; otherwise a part's own flag wins.
+        "auto" never confines a process that hosts other things (tests, an
+        in-process harness): only the CLI's own process, which sets own_process.
+        """
+
+        def mode(part: str | None) -> str:
+            m = "false" if self.sandbox == "false" else (part or self.sandbox)
+            return "false" if m == "auto" and not self.own_process else m
+
+        return mode(self.sandbox_fs), mode(self.sandbox_seccomp)
+
 
     @property
     def port_driver_name(self) -> str:
@@ -99,6 +122,10 @@ class RunOptions:
             raise UserError(f"unknown --net {self.net!r}: use one of {', '.join(NETS)}")
         if self.reaper not in REAPERS:
             raise UserError(f"unknown --reaper {self.reaper!r}: use one of {', '.join(REAPERS)}")
+        for flag, value in (("--sandbox", self.sandbox), ("--slirp4netns-sandbox", self.sandbox_fs),
+                            ("--slirp4netns-seccomp", self.sandbox_seccomp)):
+            if value is not None and value not in SANDBOX_MODES:
+                raise UserError(f"unknown {flag} {value!r}: use one of {', '.join(SANDBOX_MODES)}")
         if self.propagation not in PROPAGATION:
             raise UserError(f"unknown --propagation {self.propagation!r}: use one of {', '.join(PROPAGATION)}")
         if self.detach_netns and self.net == "host":
@@ -209,6 +236,8 @@ class Instance:
         if self.ports is not None:
             out["portDriver"] = {"driver": self.ports.name, "protos": list(self.ports.protos),
                                  "disallowLoopbackChildIP": self.ports.disallow_loopback_child_ip}
+        if "sandbox" in self.info:  # an extension: what confines the launcher (docs/robustness.md)
+            out["sandbox"] = self.info["sandbox"]
         return out
 
     def statistics(self) -> dict[str, Any]:
@@ -379,6 +408,82 @@ def _warn(opts: RunOptions, text: str) -> None:
         print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True)
 
 
+async def _run_in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """trio.to_thread.run_sync in a thread that is gone when this returns.
+
+    trio keeps idle worker threads for 10 s, and Landlock before ABI 8
+    restricts only the thread that asks: the launcher must be single-threaded
+    when it confines itself. Not cancellable, like to_thread's default.
+    """
+    import threading
+
+    import outcome
+
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+    box: list[Any] = []
+
+    def body() -> None:
+        box.append(outcome.capture(fn, *args))
+        token.run_sync_soon(done.set)
+
+    thread = threading.Thread(target=body, name="rootlessnet-idmap", daemon=True)
+    thread.start()
+    with trio.CancelScope(shield=True):
+        await done.wait()
+    thread.join()
+    return box[0].unwrap()
+
+
+def engine_log_files() -> list[str]:
+    """Files the engine appends to by path after start (ROOTLESSNET_INTERNAL_ERROR_LOG), created if missing."""
+    path = os.environ.get("ROOTLESSNET_INTERNAL_ERROR_LOG")
+    if not path:
+        return []
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError:
+        return []
+    return [os.path.abspath(path)]
+
+
+def _confine(inst: Instance) -> None:
+    """Confine this process (it runs the engine, the port driver and the API) once the instance is set up.
+
+    Writable afterwards: the state directory, the pcap file, the engine's
+    internal-error log; removable: a temporary state directory and the
+    copy-up staging directory (their parents get rmdir only). What applied
+    goes to inst.info["sandbox"] (GET /v1/info). docs/robustness.md.
+    """
+    from rootlessnet.ns import confine as cf
+
+    fs, sc = inst.opts.sandbox_modes()
+    if fs == "false" and sc == "false":
+        inst.info["sandbox"] = cf.Report().as_dict()
+        return
+    state = inst.state
+    policy = cf.Policy(writable_dirs=[state.path], writable_files=engine_log_files(), landlock=fs, seccomp=sc)
+    if inst.opts.pcap:
+        policy.writable_files.append(os.path.abspath(inst.opts.pcap))
+    if state.temporary:
+        policy.remove_dirs_in.append(os.path.dirname(state.path))
+    staging = inst.info.get("staging")
+    if staging and os.path.basename(staging).startswith("rootlessnet-copyup-"):
+        policy.remove_dirs_in.append(os.path.dirname(staging))
+    try:
+        report = cf.confine(policy)
+    except cf.ConfineError as e:
+        raise UserError(f"cannot confine the engine: {e} (--sandbox=auto applies what this kernel offers, "
+                        "--sandbox=false nothing)") from None
+    inst.info["sandbox"] = report.as_dict()
+    probe = os.environ.get(SANDBOX_PROBE_ENV)
+    if probe:
+        import json
+
+        want = json.loads(probe)
+        state.write("sandbox-probe.json", json.dumps(cf.probe(want["write"], want["exec"])))
+
+
 async def _bootstrap(inst: Instance, plan: idmap.MapPlan, cfg: dict[str, Any]) -> None:
     ctl = inst.control
     await ctl.send({"type": "config", "config": cfg})
@@ -400,7 +505,7 @@ async def _bootstrap(inst: Instance, plan: idmap.MapPlan, cfg: dict[str, Any]) -
     if plan.single:
         await ctl.send({"type": "map", "self": True})
     else:
-        await trio.to_thread.run_sync(idmap.apply_helpers, plan, inst.process.pid)
+        await _run_in_own_thread(idmap.apply_helpers, plan, inst.process.pid)
         await ctl.send({"type": "map", "self": False})
     inst.info.update(await expect("ready"))
 
@@ -463,6 +568,7 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
                 await start_ports(inst, nursery)
                 for _name, hook in PARENT_HOOKS:
                     await hook(inst, nursery)
+                _confine(inst)  # before child_pid: whoever sees the instance ready sees it confined
                 state.write(sd.CHILD_PID, f"{process.pid}\n")
                 await inst.control.request("start")
                 try:

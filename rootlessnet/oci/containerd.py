@@ -303,6 +303,10 @@ def cmd_containerd(args: argparse.Namespace) -> int:
 
     import shlex
 
+    if "true" in (args.sandbox, args.slirp4netns_sandbox, args.slirp4netns_seccomp):
+        # auto leaves this launcher alone: after the instance it still cleans containerd's files (chmod, rmtree)
+        raise UserError("--sandbox=true is not supported by rootlessnet containerd: its launcher cleans up "
+                        "containerd's files after the instance (use rootlessnet run --sandbox=true)")
     copy_up = list(DEFAULT_COPY_UP) + [d for d in args.copy_up if d not in DEFAULT_COPY_UP]
     lay = Layout(args.state_dir, copy_up)
     if "XDG_RUNTIME_DIR" not in os.environ:

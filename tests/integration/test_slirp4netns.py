@@ -390,7 +390,8 @@ def test_rootlesskit_uses_us_as_its_slirp4netns(tmp_path, servers):
     port = free_port()
     proc = subprocess.Popen(
         ["rootlesskit", "--state-dir", str(tmp_path / "state"), "--net=slirp4netns",
-         f"--slirp4netns-binary={wrapper}", "--port-driver=slirp4netns", "-p", f"127.0.0.1:{port}:80/tcp", "--",
+         f"--slirp4netns-binary={wrapper}", "--port-driver=slirp4netns", "-p", f"127.0.0.1:{port}:80/tcp",
+         "--slirp4netns-sandbox=auto", "--slirp4netns-seccomp=auto", "--",  # as dockerd-rootless.sh passes them
          sys.executable, str(script), str(results), str(servers.echo_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -422,4 +423,5 @@ def test_rootlesskit_uses_us_as_its_slirp4netns(tmp_path, servers):
     calls = [a for a in argv if a != "--help"]
     assert len(calls) == 1, argv
     assert "--api-socket" in calls[0] and "--mtu 65520" in calls[0] and calls[0].endswith(" tap0")
-    assert "--enable-sandbox" not in calls[0] and "--enable-seccomp" not in calls[0]
+    # --help lists them, so rootlesskit's --slirp4netns-sandbox/seccomp=auto passes them: the engine ran confined
+    assert "--enable-sandbox" in calls[0] and "--enable-seccomp" in calls[0]
