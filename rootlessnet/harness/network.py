@@ -65,7 +65,7 @@ def _seconds(name: str, v: Any) -> float:
 
 
 def impairment(*, delay: Any = 0, jitter: Any = 0, loss: Any = 0, rate: Any = None, reorder: Any = 0,
-               duplicate: Any = 0, corrupt: Any = 0, seed: Any = None) -> dict[str, Any]:
+               duplicate: Any = 0, corrupt: Any = 0, seed: Any = None, limit: Any = 1000) -> dict[str, Any]:
     """Validate impairment values; the JSON body for PUT /v1/links/NAME."""
     body: dict[str, Any] = {"delay": _seconds("delay", delay), "jitter": _seconds("jitter", jitter)}
     for name, v in (("loss", loss), ("reorder", reorder), ("duplicate", duplicate), ("corrupt", corrupt)):
@@ -84,6 +84,9 @@ def impairment(*, delay: Any = 0, jitter: Any = 0, loss: Any = 0, rate: Any = No
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"impair(seed={seed!r}): use an integer")
         body["seed"] = seed
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1_000_000:
+        raise ValueError(f"impair(limit={limit!r}): use a number of frames in 1..1000000 (netem's default is 1000)")
+    body["limit"] = limit
     return body
 
 
@@ -189,7 +192,7 @@ class Link:
 
     def impair(self, **kw: Any) -> dict[str, Any]:
         """Replace this link's impairment: delay=, jitter= (seconds), loss=,
-        reorder=, duplicate=, corrupt= (fractions 0..1), rate= (bit/s), seed=."""
+        reorder=, duplicate=, corrupt= (fractions 0..1), rate= (bit/s), seed=, limit= (frames queued)."""
         body = impairment(**kw)
         self._core.check_running()
         return self._core.api.request("PUT", f"/v1/links/{self.name}", body)

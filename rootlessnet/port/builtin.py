@@ -5,7 +5,9 @@ the namespace child dials the target inside the namespace (the detached one
 too) and passes the connected socket back over the control channel; the
 parent then moves bytes between the two kernel sockets with splice(2)
 through a pipe, one pump task per direction — no bytes pass through Python.
-UDP: one socket per client flow, dialed inside, idle flows closed after 60 s.
+UDP: one socket per client flow, dialed inside, idle flows closed after 60 s;
+at most `udp_clients` per published port, the least recently used recycled
+first, so a flood from many source ports cannot exhaust the fds.
 """
 
 from __future__ import annotations
@@ -169,13 +171,14 @@ class BuiltinDriver:
     protos = PROTOS
     disallow_loopback_child_ip = False
 
-    def __init__(self, control: Any, nursery: trio.Nursery, gateway: str = "10.0.2.2"):
+    def __init__(self, control: Any, nursery: trio.Nursery, gateway: str = "10.0.2.2", udp_clients: int = 1024):
         self.control = control
         self.nursery = nursery
         self.gateway = gateway
+        self.udp_clients = udp_clients
         self.ports: dict[int, _Port] = {}
         self._next_id = 1
-        self.stats = {"connections": 0, "dial_failures": 0, "udp_flows": 0}
+        self.stats = {"connections": 0, "dial_failures": 0, "udp_flows": 0, "udp_flows_recycled": 0}
 
     def list(self) -> list[PortStatus]:
         return [p.status for p in sorted(self.ports.values(), key=lambda p: p.status.id)]
@@ -240,6 +243,10 @@ class BuiltinDriver:
             self.stats["dial_failures"] += 1
             _rst_close(conn)  # the client sees a reset, as if the port were closed
             return
+        if not fds:  # out of fds: the kernel dropped the passed socket (MSG_CTRUNC)
+            self.stats["dial_failures"] += 1
+            _rst_close(conn)
+            return
         inner = socket.socket(fileno=fds[0])
         inner.setblocking(False)
         try:
@@ -279,9 +286,19 @@ class BuiltinDriver:
                         break
                     f = flows.get(addr)
                     if f is None:
+                        while len(flows) >= self.udp_clients:
+                            # dicts keep insertion order, and a flow moves to the end when used
+                            old_addr = next(iter(flows))
+                            old = flows.pop(old_addr)
+                            trio.lowlevel.notify_closing(old[0])  # its _udp_back task ends
+                            old[0].close()
+                            self.stats["udp_flows_recycled"] += 1
                         try:
                             _r, fds = await self.control.request("dial", proto="udp", host=target, port=spec.child_port)
                         except ControlError:
+                            self.stats["dial_failures"] += 1
+                            continue
+                        if not fds:
                             self.stats["dial_failures"] += 1
                             continue
                         inner = socket.socket(fileno=fds[0])
@@ -289,7 +306,10 @@ class BuiltinDriver:
                         f = flows[addr] = [inner, trio.current_time()]
                         self.stats["udp_flows"] += 1
                         nursery.start_soon(self._udp_back, lsock, inner, addr, flows)
-                    f[1] = trio.current_time()
+                    now = trio.current_time()
+                    if now - f[1] > 1.0:
+                        flows[addr] = flows.pop(addr)  # keep the order about least-recently-used
+                    f[1] = now
                     try:
                         f[0].send(data)
                     except OSError:
@@ -304,10 +324,13 @@ class BuiltinDriver:
         try:
             while True:
                 f = flows.get(addr)
-                if f is None:
-                    return
+                if f is None or f[0] is not inner:
+                    return  # expired or recycled (its socket is closed; the fd may be another's now)
                 with trio.move_on_at(f[1] + UDP_IDLE):
-                    await trio.lowlevel.wait_readable(fd)
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                    except trio.ClosedResourceError:
+                        return  # recycled while we waited
                     for _ in range(64):
                         try:
                             data = inner.recv(65535)

@@ -30,7 +30,8 @@ UDP_IDLE = 60.0
 class _Port:
     def __init__(self, status: PortStatus, socks: list[socket.socket], target: bytes):
         self.status, self.socks, self.target = status, socks, target
-        self.udp: dict[Any, tuple] = {}  # client addr -> (key, last)
+        self.udp: dict[Any, tuple] = {}  # client addr -> (key, last), about least recently used first
+        self.parked: list[socket.socket] = []  # listeners out of the epoll set until the next sweep (EMFILE)
 
 
 class SlirpPortDriver:
@@ -111,8 +112,17 @@ class SlirpPortDriver:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
+                # Out of fds (or a client gone already): the listener stays readable, so leave the
+                # epoll set until the next sweep rather than spin; clients wait in the backlog.
                 self.core.stats["forward_accept_error"] += 1
+                self.engine.unregister(lsock.fileno())
+                port.parked.append(lsock)
                 return
+            if not self.engine.socket_room():
+                self.core.stats["forward_refused_no_socket"] += 1
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                conn.close()  # the client sees a reset: the engine is at its socket budget
+                continue
             src = self._source(addr[0], port.target)
             sport = addr[1]
             flow = self.core.tcp_connect(src, sport, port.target, port.status.spec.child_port, now)
@@ -140,12 +150,22 @@ class SlirpPortDriver:
                 return
             m = port.udp.get(addr)
             if m is None:
+                while len(port.udp) >= self.core.limits.udp_clients:
+                    _old, (okey, _t) = next(iter(port.udp.items()))
+                    del port.udp[_old]  # the least recently used client mapping is recycled
+                    self.engine.udp_inbound.pop(okey, None)
+                    self.core.stats["forward_udp_recycled"] += 1
                 src = self._source(addr[0], port.target)
                 sport = addr[1]
                 key = (dport, src, sport)  # (guest port, address the guest sees, port): any guest address
-                while key in self.engine.udp_inbound:
+                for _ in range(64):
+                    if key not in self.engine.udp_inbound:
+                        break
                     sport = self._rng.randrange(32768, 61000)
                     key = (dport, src, sport)
+                else:
+                    self.core.stats["forward_no_port"] += 1
+                    continue
 
                 def reply(payload: bytes, t: float, lsock=lsock, addr=addr, port=port) -> None:
                     try:
@@ -158,6 +178,8 @@ class SlirpPortDriver:
 
                 self.engine.udp_inbound[key] = reply
                 m = (key, now)
+            elif now - m[1] > 1.0:
+                del port.udp[addr]  # re-inserted below: the dict stays about least-recently-used first
             port.udp[addr] = (m[0], now)
             src, sport = m[0][1], m[0][2]
             self.core.udp_out(src, sport, port.target, dport, data)
@@ -165,6 +187,9 @@ class SlirpPortDriver:
 
     def _sweep(self, now: float) -> None:
         for port in self.ports.values():
+            for lsock in port.parked:  # back into the epoll set after an accept error
+                self.engine.register(lsock.fileno(), self._on_tcp, (port, lsock), select.EPOLLIN)
+            port.parked.clear()
             for addr, (key, last) in list(port.udp.items()):
                 if now - last > UDP_IDLE:
                     del port.udp[addr]

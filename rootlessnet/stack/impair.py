@@ -14,7 +14,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-FIELDS = ("delay", "jitter", "loss", "rate", "reorder", "duplicate", "corrupt", "seed")
+FIELDS = ("delay", "jitter", "loss", "rate", "reorder", "duplicate", "corrupt", "seed", "limit")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Impairment:
     duplicate: float = 0.0  # probability a frame is sent twice
     corrupt: float = 0.0  # probability one byte of the frame is flipped (the receiver's checksum catches it)
     seed: int = 0
+    limit: int = 1000  # frames held at once (delayed or waiting for the rate); more are dropped, as netem's limit
 
     def __post_init__(self) -> None:
         for name in ("delay", "jitter"):
@@ -41,6 +42,8 @@ class Impairment:
             raise ValueError(f"rate must be bits per second >= 1000 (or null for unlimited), not {self.rate!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, not {self.seed!r}")
+        if not isinstance(self.limit, int) or isinstance(self.limit, bool) or not 1 <= self.limit <= 1_000_000:
+            raise ValueError(f"limit must be a number of frames in 1..1000000, not {self.limit!r}")
 
     @property
     def active(self) -> bool:
@@ -70,7 +73,7 @@ class LinkQueue:
         self._free_at = 0.0  # when the (rate-limited) link is idle again
         self._last_release = 0.0  # FIFO: frames without reorder never overtake each other
         self.corrupt_fn = corrupt_fn
-        self.stats = {"frames": 0, "lost": 0, "duplicated": 0, "corrupted": 0, "reordered": 0}
+        self.stats = {"frames": 0, "lost": 0, "duplicated": 0, "corrupted": 0, "reordered": 0, "overlimit": 0}
 
     def push(self, item: Any, size: int, now: float) -> None:
         imp, rng = self.imp, self.rng
@@ -82,6 +85,9 @@ class LinkQueue:
         if copies == 2:
             self.stats["duplicated"] += 1
         for _ in range(copies):
+            if len(self._heap) >= imp.limit:
+                self.stats["overlimit"] += 1  # the queue is full: tail drop, as netem
+                continue
             it = item
             if imp.corrupt and self.corrupt_fn is not None and rng.random() < imp.corrupt:
                 it = self.corrupt_fn(item, rng)

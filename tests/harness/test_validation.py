@@ -77,7 +77,9 @@ def test_impairment_body():
 
     assert impairment(delay=datetime.timedelta(milliseconds=50), loss=0.25, rate=1_000_000, seed=3) == {
         "delay": 0.05, "jitter": 0.0, "loss": 0.25, "reorder": 0.0, "duplicate": 0.0, "corrupt": 0.0,
-        "rate": 1_000_000, "seed": 3}
+        "rate": 1_000_000, "seed": 3, "limit": 1000}
+    with pytest.raises(ValueError, match=r"limit=0\): use a number of frames"):
+        impairment(limit=0)
     with pytest.raises(TypeError):
         impairment(latency=1)  # a typo is not silently ignored
 

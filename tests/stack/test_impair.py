@@ -91,3 +91,21 @@ def test_from_json_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown field"):
         Impairment.from_json({"latency": 1})
     assert Impairment.from_json({"delay": 0.1}).delay == 0.1
+
+
+def test_queue_is_bounded_by_limit_under_a_flood():
+    """A UDP flood into a rate-limited link used to grow the queue without end."""
+    q = LinkQueue(Impairment(rate=1_000_000), 0)  # 1 Mbit/s: 1,500-byte frames leave every 12 ms
+    for i in range(50_000):
+        q.push(i, 1500, 0.0)
+    assert len(q) == 1000 and q.stats["overlimit"] == 49_000
+    assert q.due(0.012 * 10 + 1e-9) == list(range(10))  # the first ones still leave at the rate
+    small = LinkQueue(Impairment(delay=1.0, limit=5), 0)
+    for i in range(8):
+        small.push(i, 100, 0.0)
+    assert len(small) == 5 and small.stats["overlimit"] == 3
+
+
+def test_limit_is_validated():
+    with pytest.raises(ValueError, match="limit"):
+        Impairment(limit=0)
