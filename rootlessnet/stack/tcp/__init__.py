@@ -52,6 +52,9 @@ Choices and deviations (documented where implemented):
 
 * Minimum RTO 200 ms as Linux (RFC 6298 says 1 s); maximum 120 s; give up
   after 15 retransmissions (6 for SYN/SYN,ACK), with RST and ``TIMED_OUT``.
+  A handshake without an RTT sample (its SYN was retransmitted) starts data
+  with a 3 s RTO (RFC 6298 §5.7); a backed-off RTO is kept until a valid
+  sample (Karn), as Linux does.
 * Go-back-N from SND.UNA on RTO; fast retransmit on 3 duplicate ACKs with
   NewReno recovery; no SACK (never offered), no RFC 7323 timestamps (never
   offered; a peer's TSopt is ignored), no Nagle (the engine pushes what the

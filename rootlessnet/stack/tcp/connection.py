@@ -437,6 +437,9 @@ class TcpConnection(ReceiverMixin, SenderMixin):
                 self._fw2_at = now + self.cfg.fin_wait_2_timeout
         elif new is _S.ESTABLISHED:
             self._notice |= _N_ESTABLISHED
+            # No RTT sample from the handshake (its SYN or SYN-ACK was retransmitted):
+            # RFC 6298 §5.7's 3 s. A passive open samples just after this, in _on_new_ack.
+            self._rtt.fallback(self.cfg.rto_fallback)
             ka = self.cfg.keepalive
             if ka is not None:
                 self._ka_at = now + ka[0]

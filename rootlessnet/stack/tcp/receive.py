@@ -279,11 +279,11 @@ class ReceiverMixin:
         if _sub(self.snd_nxt, ack) < 0:
             self.snd_nxt = ack
         rtt = self._rtt
+        # Only a valid RTT sample collapses a backed-off RTO (RFC 6298 §5 after (5.7), Karn's
+        # algorithm; as Linux's tcp_ack_update_rtt): an ACK of retransmitted data keeps it.
         if self._rtt_seq is not None and _sub(ack, self._rtt_seq) >= 0:
             rtt.sample(now - self._rtt_t)
             self._rtt_seq = None
-        else:
-            rtt.reset_backoff()
         self._retries = 0
         self._rto_at = None if ack == self.snd_max else now + rtt.rto
         self._want_output = True

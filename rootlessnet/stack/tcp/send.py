@@ -156,6 +156,8 @@ class SenderMixin:
         cc = self._cc
         mss = self.send_mss
         maxtx = self.max_tx_payload
+        if maxtx > mss:
+            maxtx -= maxtx % mss  # super-frames end on a segment boundary: no runt mid-stream
         fin_seq = self._fin_seq
         while True:
             nxt = self.snd_nxt
@@ -169,9 +171,13 @@ class SenderMixin:
             if n > usable:
                 n = usable if usable > 0 else 0
                 # Sender SWS avoidance (RFC 9293 §3.8.6.2.1): no runt while data is
-                # in flight; the returning ACKs will open the window.
+                # in flight; the returning ACKs will open the window. A super-frame the
+                # window cuts ends on a segment boundary: its tail would be a runt while
+                # more data waits (Linux too, unless a TSO frame it already built reaches the edge).
                 if n < mss and flight > 0:
                     n = 0
+                elif n > mss:
+                    n -= n % mss
             if n <= 0:
                 if not (fin_pending and avail <= 0):
                     break

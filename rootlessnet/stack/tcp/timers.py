@@ -45,6 +45,12 @@ class RtoEstimator:
     def reset_backoff(self) -> None:
         self.rto = self._base
 
+    def fallback(self, rto: float) -> None:
+        """RFC 6298 §5.7: the handshake gave no RTT sample (its SYN was retransmitted, Karn):
+        data starts with an RTO of 3 s, as Linux's TCP_TIMEOUT_FALLBACK. No-op once sampled."""
+        if self.srtt is None:
+            self._base = self.rto = min(rto, self.rto_max)
+
 
 class TcpConfig:
     """Per-engine TCP settings, shared by many connections (read-only by convention)."""
@@ -68,6 +74,7 @@ class TcpConfig:
         "initial_window_segments",
         "max_ooo_blocks",
         "mem",
+        "rto_fallback",
     )
 
     def __init__(
@@ -91,6 +98,7 @@ class TcpConfig:
         initial_window_segments: int = 10,  # RFC 6928
         max_ooo_blocks: int = 256,
         mem=None,  # a buffers.MemPool shared by the engine's connections (None: no global limit)
+        rto_fallback: float = 3.0,  # RFC 6298 §5.7 (no RTT sample from the handshake), Linux TCP_TIMEOUT_FALLBACK
     ) -> None:
         if local_mss < 64 or recv_buffer < 1 or send_buffer < 1 or ack_every < 1:
             raise ValueError("TcpConfig: local_mss >= 64, buffers >= 1, ack_every >= 1")
@@ -112,3 +120,4 @@ class TcpConfig:
         self.initial_window_segments = initial_window_segments
         self.max_ooo_blocks = max_ooo_blocks
         self.mem = mem
+        self.rto_fallback = rto_fallback
