@@ -73,6 +73,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-vnet-hdr", action="store_true", help=argparse.SUPPRESS)
     g.add_argument("--hosts", metavar="A,B,...", help="a multi-host network: one netns with its own tap per host (STATE/netns.d/NAME), switched by the engine")
     g.add_argument("--dns-hosts", metavar="FILE.json", help="answer DNS from this static table {name: address(es)}; everything else is NXDOMAIN and no upstream is asked")
+    g.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="change one of the engine's bounds (repeatable), e.g. tcp_mem=256M; names and defaults in docs/robustness.md")
     g = p.add_argument_group("ports")
     g.add_argument("--port-driver", choices=["builtin", "slirp", "slirp4netns", "none"],
                    help="builtin (default with --net=slirp): the child dials, bytes move by splice; slirp: the engine forwards")
@@ -96,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         outbound=args.outbound, dns_upstream=args.dns_upstream, pcap=args.pcap, vnet_hdr=not args.no_vnet_hdr,
         port_driver=args.port_driver, publish=args.publish,
         hosts=[h for h in (args.hosts or "").split(",") if h], dns_hosts=_load_dns_hosts(args.dns_hosts),
-        sandbox=args.sandbox, sandbox_fs=args.slirp4netns_sandbox, sandbox_seccomp=args.slirp4netns_seccomp,
+        limits=args.limit, sandbox=args.sandbox, sandbox_fs=args.slirp4netns_sandbox, sandbox_seccomp=args.slirp4netns_seccomp,
         own_process=True,
     )
     opts.validate()

@@ -69,6 +69,7 @@ class RunOptions:
     publish: list[str] = field(default_factory=list)
     api: bool = True
     hosts: list[str] = field(default_factory=list)  # multi-host network (test harness)
+    limits: list[str] = field(default_factory=list)  # --limit NAME=VALUE: the engine's bounds (stack.config.Limits)
     # confinement of this process once the instance is set up (docs/robustness.md)
     sandbox: str = "auto"  # auto: only when own_process; true: all parts or fail; false: off
     sandbox_fs: str | None = None  # --slirp4netns-sandbox: the Landlock part (None: as sandbox)
@@ -89,7 +90,6 @@ class RunOptions:
 
         return mode(self.sandbox_fs), mode(self.sandbox_seccomp)
 
-
     @property
     def port_driver_name(self) -> str:
         d = self.port_driver or ("builtin" if self.slirp else "none")
@@ -101,9 +101,12 @@ class RunOptions:
 
     def net_config(self):
         """The engine's NetConfig (raises UserError for bad values)."""
-        from rootlessnet.stack.config import ConfigError, NetConfig, parse_cidr, parse_hostport, parse_outbound
+        from rootlessnet.stack.config import ConfigError, Limits, NetConfig, parse_cidr, parse_hostport, parse_outbound
 
         try:
+            limits = Limits()
+            for text in self.limits:
+                limits = limits.with_text(text)
             upstream = parse_hostport(self.dns_upstream) if self.dns_upstream else _host_nameserver()
             dns_hosts = self.dns_hosts
             if dns_hosts is not None and self.hosts:
@@ -111,7 +114,7 @@ class RunOptions:
                 dns_hosts = {**dns_hosts, **{h: [str(cidr.network_address + 101 + i)] for i, h in enumerate(self.hosts)}}
             return NetConfig(cidr=parse_cidr(self.cidr), mtu=self.mtu, ipv6=self.ipv6,
                              allow_host_loopback=self.allow_host_loopback, outbound=parse_outbound(self.outbound),
-                             dns_upstream=upstream, dns_hosts=dns_hosts)
+                             dns_upstream=upstream, dns_hosts=dns_hosts, limits=limits)
         except ConfigError as e:
             raise UserError(str(e)) from None
 
@@ -369,7 +372,8 @@ async def start_ports(inst: "Instance", nursery: trio.Nursery) -> None:
             import ipaddress
 
             gw = str(ipaddress.ip_address(inst.engine.cfg.gateway))
-        inst.ports = BuiltinDriver(inst.control, nursery, gateway=gw)
+        udp_clients = inst.engine.cfg.limits.udp_clients if inst.engine is not None else opts.net_config().limits.udp_clients
+        inst.ports = BuiltinDriver(inst.control, nursery, gateway=gw, udp_clients=udp_clients)
     elif name == "slirp":
         from rootlessnet.port.slirp import SlirpPortDriver
 

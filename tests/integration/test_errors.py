@@ -25,6 +25,26 @@ def test_unknown_flag():
     one_line_error(r.stderr)
 
 
+@pytest.mark.parametrize("value,words", [
+    ("nope=1", ["NAME=VALUE", "tcp_mem"]),
+    ("tcp_mem=lots", ["whole number"]),
+    ("tcp_flows=0", [">= 1"]),
+    ("tcp_flows", ["NAME=VALUE"]),
+])
+def test_bad_engine_limit(value, words):
+    r = rn("run", "--limit", value, "--", "true")
+    assert r.returncode != 0
+    line = one_line_error(r.stderr)
+    assert "--limit" in line and all(w in line for w in words), line
+
+
+def test_engine_limits_are_applied():
+    from rootlessnet.ns.launcher import RunOptions
+
+    cfg = RunOptions(command=["true"], limits=["tcp_mem=64M", "time-wait=10", "udp_clients=2k"]).net_config()
+    assert (cfg.limits.tcp_mem, cfg.limits.time_wait, cfg.limits.udp_clients) == (64 << 20, 10, 2048)
+
+
 def test_missing_command():
     r = rn("run")
     assert r.returncode != 0
