@@ -76,7 +76,7 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         "_ack_now", "_wupd", "_delack_at", "_segs_unacked", "_bytes_unacked",
         "_rtt", "_rtt_seq", "_rtt_t", "_cc", "_rto_at", "_retries",
         "_persist_at", "_persist_ivl", "_probes", "_tw_at", "_fw2_at", "_ka_at", "_ka_probes",
-        "_out", "_notice", "_now", "_want_output",
+        "_out", "_notice", "_now", "_want_output", "_oow_at",
         "last_activity", "reset_by_peer", "timed_out", "_rcv_t",
     )  # fmt: skip
 
@@ -128,6 +128,7 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         self._fw2_at = None
         self._ka_at = None
         self._ka_probes = 0
+        self._oow_at = None  # when the last ACK to an invalid segment went out (RFC 5961 §7)
         self._out: list[Segment] = []
         self._notice = 0
         self._now = now

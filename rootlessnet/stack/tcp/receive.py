@@ -133,6 +133,8 @@ class ReceiverMixin:
                 stats.out_of_window += 1
             if fin and st is _S.TIME_WAIT:
                 self._tw_at = now + self.cfg.time_wait  # retransmitted FIN: restart 2MSL
+            if seglen == 0 and self._oow_limited():
+                return  # throttled; segments with data are always answered (as Linux)
             self._send_ack_now()
             return
         # second: RST (RFC 5961 §3.2)
@@ -234,7 +236,8 @@ class ReceiverMixin:
         if d < 0:
             if -d > max(self.max_snd_wnd, self.send_mss):
                 self.stats.old_ack += 1  # RFC 5961 §5.2
-                self._send_ack_now()
+                if not self._oow_limited():
+                    self._send_ack_now()
                 return False
             return True  # old duplicate ACK: ignore the ACK field
         new_wnd = seg.window << self.snd_wscale

@@ -94,8 +94,23 @@ class SenderMixin:
         self._emit(Segment(self._acceptable_seq(), self.rcv_nxt, _NONE, self._window_field()))
 
     def _challenge_ack(self) -> None:
+        if self._oow_limited():
+            return
         self.stats.challenge_acks += 1
         self._send_ack_now()
+
+    def _oow_limited(self) -> bool:
+        """ACK throttling (RFC 5961 §7), as Linux's tcp_invalid_ratelimit: at most one ACK to
+        invalid segments (challenges, out-of-window segments without data) per interval, so
+        two stacks that disagree cannot ping-pong ACKs. True when this one must be skipped."""
+        ivl = self.cfg.oow_ack_interval
+        now = self._now
+        last = self._oow_at
+        if ivl and last is not None and 0 <= now - last < ivl:
+            self.stats.oow_acks_limited += 1
+            return True
+        self._oow_at = now
+        return False
 
     def _emit_rst(self, seq: int, ack: int | None) -> None:
         self.stats.rst_out += 1

@@ -24,6 +24,7 @@ _FIELDS = (
     "bad_ack",  # ACK of something never sent (answered with ACK or RST)
     "old_ack",  # ACK too far behind SND.UNA (RFC 5961 §5), dropped
     "challenge_acks",  # RFC 5961 §3.2/§4.2
+    "oow_acks_limited",  # ACKs to invalid segments not sent: one per 0.5 s (RFC 5961 §7, as Linux)
     "rst_in",  # RSTs that reset the connection
     "rst_ignored",  # RSTs dropped (out of window, bad ACK in SYN-SENT, TIME-WAIT not at RCV.NXT)
     "time_wait_killed",  # TIME-WAIT ended by an RST at RCV.NXT (as Linux with tcp_rfc1337=0)

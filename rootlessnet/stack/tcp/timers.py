@@ -75,6 +75,7 @@ class TcpConfig:
         "max_ooo_blocks",
         "mem",
         "rto_fallback",
+        "oow_ack_interval",
     )
 
     def __init__(
@@ -99,6 +100,7 @@ class TcpConfig:
         max_ooo_blocks: int = 256,
         mem=None,  # a buffers.MemPool shared by the engine's connections (None: no global limit)
         rto_fallback: float = 3.0,  # RFC 6298 §5.7 (no RTT sample from the handshake), Linux TCP_TIMEOUT_FALLBACK
+        oow_ack_interval: float = 0.5,  # RFC 5961 §7 ACK throttling, Linux tcp_invalid_ratelimit (0: off)
     ) -> None:
         if local_mss < 64 or recv_buffer < 1 or send_buffer < 1 or ack_every < 1:
             raise ValueError("TcpConfig: local_mss >= 64, buffers >= 1, ack_every >= 1")
@@ -121,3 +123,4 @@ class TcpConfig:
         self.max_ooo_blocks = max_ooo_blocks
         self.mem = mem
         self.rto_fallback = rto_fallback
+        self.oow_ack_interval = oow_ack_interval

@@ -2,7 +2,8 @@
 
 * RFC 6298 §5.7: no RTT sample from a handshake whose SYN or SYN-ACK was retransmitted -> first RTO 3 s;
 * RFC 6298 / Karn: a backed-off RTO is kept until a valid RTT sample, not reset by any new ACK;
-* RFC 9293 §3.8.6.2.1: a super-frame (GSO) never ends in a runt while more data is queued.
+* RFC 9293 §3.8.6.2.1: a super-frame (GSO) never ends in a runt while more data is queued;
+* RFC 5961 §7: ACKs to invalid segments are throttled, one per 0.5 s (Linux's tcp_invalid_ratelimit).
 """
 
 import pytest
@@ -88,3 +89,36 @@ def test_super_frames_are_whole_segments_when_max_tx_is_not_a_multiple():
     out = expect(c, *[{}] * 4, now=0)
     assert [len(s.payload) for s in out[:3]] == [64240] * 3  # 44 x 1460
     assert len(out[3].payload) == 200000 - 3 * 64240  # the end of the queued data may be short
+
+
+def test_challenge_acks_are_throttled():
+    c = passive()
+    c.receive(seg(R + 100, flags="R"), 1.0)  # in window, not RCV.NXT: challenge ACK (RFC 5961 §3.2)
+    expect(c, {"seq": S, "ack": R})
+    c.receive(seg(R + 200, flags="R"), 1.1)
+    c.receive(seg(G + 5000, flags="S"), 1.2)  # a SYN's challenge counts against the same limit
+    nothing(c)
+    c.receive(seg(R + 300, flags="R"), 1.5)
+    expect(c, {"seq": S, "ack": R})
+    assert c.stats.challenge_acks == 2 and c.stats.oow_acks_limited == 2
+    assert c.established
+
+
+def test_out_of_window_segments_without_data_are_throttled_with_data_are_not():
+    c = passive()
+    c.receive(seg(R - 10, S), 1.0)  # a pure ACK below the window (a keepalive probe)
+    expect(c, {"ack": R})
+    c.receive(seg(R - 10, S), 1.0)
+    nothing(c)
+    c.receive(seg(R - 10, S, data=b"x"), 1.0)  # old data: always answered
+    c.receive(seg(R - 10, S, data=b"x"), 1.0)
+    expect(c, {"ack": R}, {"ack": R})
+    c.receive(seg(R - 10, S), 1.6)
+    expect(c, {"ack": R})
+
+
+def test_ack_throttling_can_be_turned_off():
+    c = passive(TcpConfig(oow_ack_interval=0))
+    for _ in range(3):
+        c.receive(seg(R + 100, flags="R"), 1.0)
+    expect(c, {"ack": R}, {"ack": R}, {"ack": R})
