@@ -107,11 +107,13 @@ class ReceiverMixin:
         seq = seg.seq
         payload = seg.payload
         fin = ctl is _FIN
-        rb = self._rb
-        wnd = rb.cap - len(rb)
-        adv = _sub(self._adv_edge, self.rcv_nxt)
-        if adv > wnd:
-            wnd = adv  # the advertised edge (rounded up to the scale unit) may pass the buffer: honour it
+        # RCV.WND is the window advertised (RFC 9293 §3.10.7.4; Linux's tcp_receive_window), not the
+        # buffer space freed since, which the peer was not told of (receiver SWS avoidance): a probe
+        # into a zero window is refused until a window update says otherwise. The edge may pass the
+        # buffer by less than one scale unit (rounded up, never shrunk): it is honoured.
+        wnd = _sub(self._adv_edge, self.rcv_nxt)
+        if wnd < 0:
+            wnd = 0
         d = _sub(seq, self.rcv_nxt)
         seglen = len(payload) + fin
         # first: acceptability (RFC 9293 §3.10.7.4, as Linux's tcp_sequence for

@@ -149,3 +149,28 @@ def quick_ack(t: Run) -> None:
         c.expect(f"ACK {k + 1}", since=s)
     if a:
         a.read_exact(400)
+
+
+NO_NAGLE = ("the engine relays what the host socket yields without Nagle's delay (docs/design.md); the application's "
+            "own Nagle acts on its loopback leg, where ACKs come back at once")
+
+
+@scenario("data/nagle", reason=NO_NAGLE, differs=("before the ACK", "after the ACK"))
+def nagle(t: Run) -> None:
+    """Without TCP_NODELAY, a second small write waits while the first is unacknowledged (RFC 9293 §3.7.4)."""
+    app = t.listen(nodelay=False)
+    c = t.peer()
+    c.open()
+    a = app.accept()
+    if not a:
+        return
+    a.send_now(b"1" * 100)
+    t.sleep(0.02)
+    a.send_now(b"2" * 100)
+    fs = c.frames(0.15, accept=False)  # the bench does not ACK yet (well within the 200 ms RTO)
+    t.note("before the ACK", f"{sum(len(f.payload) for f in fs)} bytes")
+    if fs:
+        c.rcv_nxt = (fs[0].seq + len(fs[0].payload)) & 0xFFFFFFFF
+    c.ack()
+    fs = c.frames(0.15, accept=False)
+    t.note("after the ACK", f"{sum(len(f.payload) for f in fs)} bytes")

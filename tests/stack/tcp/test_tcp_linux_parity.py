@@ -3,7 +3,9 @@
 * RFC 6298 §5.7: no RTT sample from a handshake whose SYN or SYN-ACK was retransmitted -> first RTO 3 s;
 * RFC 6298 / Karn: a backed-off RTO is kept until a valid RTT sample, not reset by any new ACK;
 * RFC 9293 §3.8.6.2.1: a super-frame (GSO) never ends in a runt while more data is queued;
-* RFC 5961 §7: ACKs to invalid segments are throttled, one per 0.5 s (Linux's tcp_invalid_ratelimit).
+* RFC 5961 §7: ACKs to invalid segments are throttled, one per 0.5 s (Linux's tcp_invalid_ratelimit);
+* RFC 9293 §3.10.7.4: RCV.WND is the advertised window: buffer space freed but not yet advertised
+  does not make a probe into a zero window acceptable (Linux's tcp_receive_window).
 """
 
 import pytest
@@ -122,3 +124,18 @@ def test_ack_throttling_can_be_turned_off():
     for _ in range(3):
         c.receive(seg(R + 100, flags="R"), 1.0)
     expect(c, {"ack": R}, {"ack": R}, {"ack": R})
+
+
+def test_probe_into_a_zero_window_refused_until_the_window_is_advertised():
+    c = passive(TcpConfig(recv_buffer=2000, local_mss=500))
+    c.receive(seg(R, S, data=b"f" * 2000), 0)
+    expect(c, {"ack": R + 2000, "win": 0}, now=0)
+    c.consume(100)  # space for the probe, but below the SWS threshold: no window update
+    nothing(c, now=0.1)
+    c.receive(seg(R + 2000, S, data=b"p"), 0.5)
+    expect(c, {"ack": R + 2000, "win": 0}, now=0.5)  # refused, as Linux: the window said 0
+    assert c.readable() == 1900
+    c.consume(1000)
+    expect(c, {"ack": R + 2000, "win": 1100}, now=0.6)  # the update
+    c.receive(seg(R + 2000, S, data=b"p"), 0.7)
+    expect(c, {"ack": R + 2001}, now=0.75)  # (a delayed ACK: one small segment)
