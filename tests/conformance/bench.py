@@ -163,7 +163,8 @@ class Peer:
 
     # -- sending --------------------------------------------------------------
     def send(self, flags: int = ACK, data: bytes = b"", *, seq: int | None = None, ack: int | None = None,
-             win: int | None = None, opts: Options | None = None, gso: int = 0, bad_checksum: bool = False) -> float:
+             win: int | None = None, opts: Options | None = None, gso: int = 0, bad_checksum: bool = False,
+             urgent: int = 0) -> float:
         """One segment. SEQ defaults to SND.NXT (then advanced), ACK to RCV.NXT."""
         advance = seq is None
         if seq is None:
@@ -173,7 +174,8 @@ class Peer:
         if opts is None:
             opts = Options(ts=(self._tsval(), self.ts_recent)) if self.ts_on and not flags & RST else Options()
         frame = wire.tcp_frame(self.lport, self.rport, seq, ack, flags, self.win if win is None else win,
-                               opts=opts.encode(), payload=data, gso_size=gso, bad_checksum=bad_checksum)
+                               opts=opts.encode(), payload=data, gso_size=gso, bad_checksum=bad_checksum,
+                               urgent=urgent)
         self.t_sent = self.port.send(frame)
         if advance:
             self.snd_nxt = (seq + len(data) + bool(flags & SYN) + bool(flags & FIN)) & MASK
@@ -182,10 +184,10 @@ class Peer:
     def _tsval(self) -> int:
         return int(time.monotonic() * 1000) & MASK
 
-    def syn(self, **kw) -> float:
+    def syn(self, flags: int = SYN, **kw) -> float:
         o = Options(mss=self.offer.mss, ws=self.offer.ws, sackok=self.offer.sackok,
                     ts=(self._tsval(), 0) if self.offer.ts else None)
-        return self.send(SYN, opts=o, **kw)
+        return self.send(flags, opts=o, **kw)
 
     def ack(self, **kw) -> float:
         return self.send(ACK, **kw)

@@ -123,12 +123,12 @@ class Frame:
 
 def tcp_frame(sport: int, dport: int, seq: int, ack: int, flags: int, win: int, *, opts: bytes = b"",
               payload: bytes = b"", gso_size: int = 0, src: str = GUEST_IP, dst: str = DUT_IP,
-              bad_checksum: bool = False) -> bytes:
+              bad_checksum: bool = False, urgent: int = 0) -> bytes:
     """virtio_net_hdr + Ethernet + IPv4 + TCP (+ payload), guest -> DUT."""
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     thl = 20 + len(opts)
     tlen = thl + len(payload)
-    th = _TCP.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, (thl // 4) << 4, flags, win, 0, 0) + opts
+    th = _TCP.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, (thl // 4) << 4, flags, win, 0, urgent) + opts
     pseudo = _sum16(s + d + struct.pack("!xBH", 6, tlen))
     if gso_size:
         # as a guest kernel hands a TSO frame to its device: pseudo-header sum only, the device finishes

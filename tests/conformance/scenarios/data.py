@@ -174,3 +174,19 @@ def nagle(t: Run) -> None:
     c.ack()
     fs = c.frames(0.15, accept=False)
     t.note("after the ACK", f"{sum(len(f.payload) for f in fs)} bytes")
+
+
+NO_URGENT = ("the engine does not carry urgent data (documented in stack/tcp; RFC 6093: legacy, new applications "
+             "must not use it): the byte reaches the host socket inline")
+
+
+@scenario("data/urgent", reason=NO_URGENT, differs="read")
+def urgent(t: Run) -> None:
+    """A segment with URG: Linux (SO_OOBINLINE off) takes the last urgent byte out of the stream (RFC 6093)."""
+    c, a = established(t)
+    c.send(0x18 | 0x20, b"abc", urgent=3)  # PSH ACK URG, the urgent pointer after "c"
+    c.expect("ACK of data")
+    c.push(b"def")
+    c.expect("ACK of more data")
+    if a:
+        a.read_exact(6, timeout=0.5)

@@ -308,3 +308,23 @@ def _bin(dt: float) -> str:
     from tests.conformance.bench import tbin
 
     return tbin(dt)
+
+
+NO_ECN = "the engine does not negotiate ECN (RFC 3168 is optional; its guest link never marks congestion)"
+
+
+@scenario("handshake/ecn-setup", reason=NO_ECN, differs="SYN-ACK")
+def ecn_setup(t: Run) -> None:
+    """A SYN asking for ECN (ECE+CWR, RFC 3168 §6.1.1): Linux (tcp_ecn=2) agrees with ECE on its SYN-ACK."""
+    app = t.listen()
+    c = t.peer()
+    c.syn(flags=SYN | 0x40 | 0x80)
+    f = c.expect("SYN-ACK")
+    if f is None:
+        return
+    c.ack()
+    a = app.accept()
+    c.push(b"ecn?")
+    c.expect("ACK of data")
+    if a:
+        a.read_exact(4)
