@@ -214,6 +214,7 @@ class Engine:
         self.started = trio.Event()
         self.sweepers: list[Callable[[float], None]] = []
         self._internal_reported = False
+        self.host_wakeups = 0  # wake-ups of the host-socket reactor (a spin shows here)
 
     # the main port's parts, for the single-tap case and the slirp port driver
     @property
@@ -414,6 +415,7 @@ class Engine:
         handlers = self._handlers
         while True:
             await trio.lowlevel.wait_readable(ep.fileno())
+            self.host_wakeups += 1
             now = trio.current_time()
             for fd, ev in ep.poll(0, 1024):
                 h = handlers.get(fd)
@@ -529,6 +531,7 @@ class Engine:
         s["ping_flows"] = len(self.main.ping.flows)
         s["tcp_host_sockets"] = len(self.main.tcp.conns)
         s["host_sockets"] = self.host_sockets()
+        s["host_wakeups"] = self.host_wakeups
         s["host_socket_budget"] = self.socket_budget
         s["link"] = self.main.link_statistics()
         if len(self.ports) > 1:
