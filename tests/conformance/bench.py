@@ -156,11 +156,6 @@ class Peer:
     def rack(self, ack: int) -> int:
         return sdiff(ack, self.iss)
 
-    @property
-    def out(self) -> int:
-        """Bytes of sequence space the bench has sent (relative)."""
-        return sdiff(self.snd_nxt, self.iss)
-
     # -- sending --------------------------------------------------------------
     def send(self, flags: int = ACK, data: bytes = b"", *, seq: int | None = None, ack: int | None = None,
              win: int | None = None, opts: Options | None = None, gso: int = 0, bad_checksum: bool = False,
@@ -294,9 +289,8 @@ class Peer:
 
     def expect_data(self, label: str, n: int, timeout: float = 2.0, *, ack: bool = True) -> bytes:
         """Receive ``n`` bytes in order (however the DUT cuts them), ACKing each segment; writes
-        down how many arrived, and whether it came as GSO super-frames within the segment size."""
+        down how many arrived. A FIN after them is left for the next ``recv``."""
         got = b""
-        gso = set()
         end = time.time() + timeout
         while len(got) < n:
             f = self.recv(max(0.0, end - time.time()), accept=False)
@@ -305,8 +299,6 @@ class Peer:
             if f.payload and f.seq == self.rcv_nxt:
                 got += f.payload
                 self.rcv_nxt = (self.rcv_nxt + len(f.payload) + bool(f.flags & FIN)) & MASK
-                if f.gso_size:
-                    gso.add(f.gso_size)
             elif f.flags & FIN and f.seq == self.rcv_nxt:
                 self.rcv_nxt = (self.rcv_nxt + 1) & MASK
                 self.unread(f)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    from tests.conformance.test_conformance import TABLE
-
-    text = config.stash.get(TABLE, None)
+    text = getattr(config, "rootlessnet_conformance_table", None)
     if text:
         terminalreporter.section("conformance: Linux vs rootlessnet")
         terminalreporter.write_line(text)

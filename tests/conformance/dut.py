@@ -20,7 +20,6 @@ ARP for the bench's address, and hands TCP frames to whoever registered their
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import socket
@@ -292,8 +291,4 @@ class LinuxDut:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(timeout=10)
-
-
-def errno_name(e: OSError) -> str:
-    return errno.errorcode.get(e.errno or 0, type(e).__name__)
 

@@ -27,11 +27,11 @@ def results(request):
     with Runner(jobs=3) as runner:
         res = runner.run(chosen)
         drops = runner.linux.port.drops() + runner.engine.port.drops()
-    request.config.stash[TABLE] = table(res) + (f"\nbench packet sockets dropped {drops} frame(s)" if drops else "")
+    # for conftest.py's summary (an attribute, not a stash key: pytest imports this module under
+    # another name than the conftest does, so a key object would not be shared)
+    request.config.rootlessnet_conformance_table = table(res) + (
+        f"\nbench packet sockets dropped {drops} frame(s)" if drops else "")
     return {r.scenario.name: r for r in res}
-
-
-TABLE = pytest.StashKey[str]()
 
 
 @pytest.mark.parametrize("name", [s.name for s in SCENARIOS])

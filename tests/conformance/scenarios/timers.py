@@ -13,8 +13,8 @@ from tests.conformance.wire import ACK, SYN, Options
 MASK = 0xFFFFFFFF
 SLOW_START = ("on the first ACK after an RTO Linux's loss recovery sends more than RFC 5681 §3.1 slow start allows "
               "(2 SMSS from a loss window of 1); the engine keeps to RFC 5681 (NewReno, documented in stack/tcp)")
-NO_KEEPALIVE = ("keepalive set by the application acts on its own socket, the loopback leg; the engine keeps no "
-                "keepalive timer towards the guest (nor does slirp4netns)")
+NO_KEEPALIVE = ("keepalive set by the application acts on its own socket, the loopback leg; the engine runs no "
+                "keepalive timer of its own towards the guest (its TcpConfig.keepalive is off)")
 
 
 def retransmissions(t: Run, c, n: int, since: float, timeout: float = 5.0, label: str = "retransmission") -> None:
