@@ -652,7 +652,10 @@ class Core:
             if answers is None:
                 self.stats["drop_dns_tcp"] += 1
                 conn.abort()
-                break
+                self._drain(flow)
+                self._free(flow)
+                conn.release()
+                return
             for a in answers:
                 if conn.send_space() >= len(a):
                     conn.send(a)

@@ -13,12 +13,7 @@ from rootlessnet.stack.tcp.states import State
 
 _S = State
 # check name -> why it is not (yet) counted as a failure
-KNOWN: dict[str, str] = {
-    "tcp_seq_beyond_snd_max_from_una": "tests/fuzz/regressions/test_core_found_by_fuzzing.py::"
-                                       "test_fast_retransmit_resends_only_what_was_sent",
-    "flow_leak_dns_over_tcp": "tests/fuzz/regressions/test_core_found_by_fuzzing.py::"
-                              "test_dns_over_tcp_flow_aborted_on_a_bad_message_is_freed",
-}
+KNOWN: dict[str, str] = {}
 PINNED_SLACK = 256 * 1024  # pinned bytes above 8x the payload held (plus this) count as frames_pinned
 
 

@@ -232,20 +232,31 @@ class SenderMixin:
         elif self._persist_at is not None:
             self._persist_at = None
 
-    def _retransmit_head(self, now: float) -> None:
-        """Resend one SMSS from SND.UNA (fast retransmit / NewReno partial ACK)."""
+    def _head_segment(self) -> Segment | None:
+        """The segment at SND.UNA to send again: at most one SMSS of what was already sent
+        (data beyond SND.MAX was never sent and may lie past the peer's window), with the FIN
+        when it was sent and this segment reaches it."""
         off = _sub(self.snd_una, self._sb_seq)
         avail = len(self._sb) - off
-        n = avail if avail < self.send_mss else self.send_mss
         fin_seq = self._fin_seq
-        fin = fin_seq is not None and n == avail and _sub(self.snd_max, fin_seq) > 0
+        fin_sent = fin_seq is not None and _sub(self.snd_max, fin_seq) > 0
+        sent = _sub(self.snd_max, self.snd_una) - (1 if fin_sent else 0)
+        n = min(avail, sent, self.send_mss)
+        fin = fin_sent and n == avail
         if n <= 0 and not fin:
-            return
+            return None
         if n < 0:
             n = 0
         payload = self._sb.get(off, n) if n else b""
         ctl = _FIN if fin else (_PSH if n == avail else _NONE)
-        self._emit(Segment(self.snd_una, self.rcv_nxt, ctl, self._window_field(), payload))
+        return Segment(self.snd_una, self.rcv_nxt, ctl, self._window_field(), payload)
+
+    def _retransmit_head(self, now: float) -> None:
+        """Resend one SMSS from SND.UNA (fast retransmit / NewReno partial ACK)."""
+        seg = self._head_segment()
+        if seg is None:
+            return
+        self._emit(seg)
         self.stats.retransmits += 1
         self._rtt_seq = None  # Karn
         self._rto_at = now + self._rtt.rto
@@ -324,17 +335,11 @@ class SenderMixin:
         self._rtt_seq = None  # Karn
         self._cc.on_rto(_sub(self.snd_max, self.snd_una), self.snd_max)
         self.snd_nxt = self.snd_una
-        off = _sub(self.snd_una, self._sb_seq)
-        avail = len(self._sb) - off
-        n = avail if avail < self.send_mss else self.send_mss
-        fin_seq = self._fin_seq
-        fin = fin_seq is not None and n == avail and _sub(self.snd_max, fin_seq) > 0
-        if n > 0 or fin:
-            payload = self._sb.get(off, n) if n > 0 else b""
-            ctl = _FIN if fin else (_PSH if n == avail else _NONE)
-            self._emit(Segment(self.snd_una, self.rcv_nxt, ctl, self._window_field(), payload))
+        seg = self._head_segment()
+        if seg is not None:
+            self._emit(seg)
             self.stats.retransmits += 1
-            self.snd_nxt = (self.snd_una + max(n, 0) + fin) & MASK
+            self.snd_nxt = (self.snd_una + len(seg.payload) + (seg.control is _FIN)) & MASK
         self._rto_at = now + rtt.rto
 
     def _on_persist(self, now: float) -> None:

@@ -1,8 +1,8 @@
 """Bugs the fuzzer (hack/fuzz) found in the core and the TCP code, each reproduced directly.
 
-Marked xfail(strict=True) until fixed: a fix turns them into XPASS, which fails, so the mark
-is removed together with the fix (and the check's name from tests/fuzz/invariants.py KNOWN,
-if it is listed there).
+A bug found but not fixed yet is marked xfail(strict=True): its fix turns it into XPASS, which
+fails, so the mark is removed together with the fix (and the check's name from
+tests/fuzz/invariants.py KNOWN, if it is listed there).
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ def syn_ack_seq(core: Core) -> int:
     raise AssertionError("no SYN,ACK from the core")
 
 
-@pytest.mark.xfail(strict=True, reason="fuzz: a DNS-over-TCP flow the core aborts on a bad message "
-                                       "(empty length prefix) stays in the flow table, CLOSED, forever")
 def test_dns_over_tcp_flow_aborted_on_a_bad_message_is_freed():
     core = Core(NetConfig(dns_hosts=TABLE), resolver=StaticResolver(TABLE))
     tcp(core, 1000, None, m.SYN)
@@ -72,8 +70,6 @@ def guest(core: Core, seq: int, ack: int | None, flags: int, win: int, opts: byt
         flow.notice = 0
 
 
-@pytest.mark.xfail(strict=True, reason="fuzz: fast retransmit sends a full MSS from SND.UNA even when less than "
-                                       "that was ever sent: never-sent data beyond SND.MAX and the peer's window")
 def test_fast_retransmit_resends_only_what_was_sent():
     core = Core(NetConfig())
     guest(core, 1000, None, m.SYN, 65535, b"\x02\x04\x05\xb4")  # MSS 1460, no window scaling
