@@ -8,10 +8,10 @@
   127.0.0.1:P (the guest's SYN to 10.0.2.2:P, allow_host_loopback), or a
   client of the port the slirp port driver publishes for 10.0.2.50:7000 (the
   engine's active open: it connects to the bench).
-* ``LinuxDut``: a user+network namespace (``unshare -Urn``) with a veth pair;
-  the bench's packet socket is on veth0, the kernel under test owns veth1
-  (10.0.2.2). The application's sockets are made in that namespace and used
-  here like any other socket.
+* ``LinuxDut``: a user+network namespace (``unshare -Urn``) whose kernel owns
+  veth1 (10.0.2.2); the peer, veth0, sits in a namespace of its own where the
+  bench's packet socket is made. The application's sockets are made in the
+  DUT's namespace and used here like any other socket.
 
 ``PacketPort`` reads every frame the DUT sends (kernel timestamps), answers
 ARP for the bench's address, and hands TCP frames to whoever registered their
@@ -156,7 +156,7 @@ class EngineDut:
         if not self._ready.wait(timeout):
             raise DutError(f"the rootlessnet instance did not start within {timeout:.0f} s")
         if self._error is not None:
-            raise DutError(f"the rootlessnet instance failed: {self._error}") from self._error
+            raise DutError(f"the rootlessnet instance failed: {_leaves(self._error)}") from self._error
 
     def _run(self) -> None:
         import trio
@@ -223,8 +223,15 @@ class EngineDut:
             self._thread.join(timeout=30)
 
 
+def _leaves(e: BaseException) -> str:
+    """The real errors inside (nested) exception groups, one line each."""
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(_leaves(x) for x in e.exceptions)
+    return f"{type(e).__name__}: {e}"
+
+
 class LinuxDut:
-    """The Linux kernel's TCP in a user+network namespace with a veth pair."""
+    """The Linux kernel's TCP in a user+network namespace; the bench on a veth from a namespace of its own."""
 
     name = "linux"
     listen_ip = wire.DUT_IP

@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("names", nargs="*", help="scenarios to run (default: all)")
     ap.add_argument("-k", dest="keyword", help="only scenarios whose name contains this")
     ap.add_argument("-j", "--jobs", type=int, default=3, help="scenarios run at the same time (default 3)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="both logs of every scenario that is not a match")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="both logs of every scenario that is not a match (failures always get them)")
     ap.add_argument("--all-logs", action="store_true", help="both logs of every scenario")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = ap.parse_args(argv)
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(table(results))
     for r in results:
-        if args.all_logs or (args.verbose and r.verdict != "match"):
+        if args.all_logs or (args.verbose and r.verdict != "match") or not r.ok:
             print(details(r))
     bad = [r for r in results if not r.ok]
     counts = {v: sum(r.verdict == v for r in results) for v in ("match", "deliberate", "DIFFERS", "ERROR")}
