@@ -139,6 +139,7 @@ class Session:
         self.by_key: dict[tuple, GConn] = {}
         self.pending: list = []  # flows waiting for the shell's connect (EV_TCP_OPEN)
         self.draining: list[HostFlow] = []  # freed by the core, unread data still going to the host app
+        self.hosts: list[HostFlow] = []  # every host socket the shell holds (pruned of closed ones)
         self.opens = 0
         self.last_udp = None
         self.last_ping = None
@@ -229,6 +230,7 @@ class Session:
         self.opens += 1
         hc = HostFlow(flow, self.now, connecting=True)
         flow.handle = hc
+        self.hosts.append(hc)
         decision = (self.open_policy >> (2 * (self.opens & 3))) & 3
         if decision <= 1:
             self.connected(hc)

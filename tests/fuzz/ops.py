@@ -509,6 +509,7 @@ def h_connect(s, r) -> None:
     flow = s.core.tcp_connect(src, 30000 + r[6] * 3, dst, gport, s.now)
     if flow is not None:
         flow.handle = HostFlow(flow, s.now, connecting=False)
+        s.hosts.append(flow.handle)
 
 
 def h_udp(s, r) -> None:
