@@ -14,11 +14,13 @@ EDGE_RUNT = ("once a TSO frame it already built reaches the window's edge, Linux
              "tail; the engine leaves a runt for the next ACK while more data waits (RFC 9293 §3.8.6.2.1)")
 
 
-def fill(t: Run, c, limit: int = 48 << 20, rounds: int = 600) -> tuple[bool, int]:
-    """Send what the DUT's window takes until it is zero and everything is ACKed.
+def fill(t: Run, c, limit: int = 48 << 20, rounds: int = 600, settle: float = 0.3) -> tuple[bool, int]:
+    """Send what the DUT's window takes until it is zero, everything is ACKed, and it stays so.
 
     Frames of up to 64000 bytes (both DUTs offer MSS 65480); each round waits for the ACK of
-    everything sent (at most 0.2 s). Returns (window closed, bytes ACKed)."""
+    everything sent (at most 0.2 s). A closed window must stay closed for ``settle`` seconds:
+    the engine's buffer also drains into its host socket's, which may take more a moment
+    later (it then reopens the window, and the bench fills that too). Returns (closed, ACKed)."""
     start = acked = c.snd_nxt
     win = None
     for _ in range(rounds):
@@ -35,7 +37,10 @@ def fill(t: Run, c, limit: int = 48 << 20, rounds: int = 600) -> tuple[bool, int
             if sdiff(f.ack, acked) >= 0:
                 acked, win = f.ack, f.win
         if acked == c.snd_nxt and win == 0:
-            return True, sdiff(acked, start)
+            update = [f for f in c.frames(settle) if f.win]
+            if not update:
+                return True, sdiff(acked, start)
+            win = update[-1].win
         if sdiff(c.snd_nxt, start) >= limit:
             break
     return False, sdiff(acked, start)
