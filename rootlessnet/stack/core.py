@@ -85,6 +85,7 @@ class Core:
         self.rand32 = rand32
         self.flows: dict[tuple, TcpFlow] = {}
         self._touched: list[TcpFlow] = []
+        self._gone: list[TcpFlow] = []
         self._timers: list[tuple[float, int, TcpFlow]] = []
         self._timer_seq = 0
         self._pending_l2: list[list] = []  # frames waiting for the guest's MAC
@@ -482,7 +483,14 @@ class Core:
             return
         n = flow.conn.receive(seg, now)
         if n & _SYN_IN_TIME_WAIT:
+            # The new incarnation takes the 4-tuple; the old one (its data still unread by the
+            # host, or it would be in the TIME-WAIT table) is handed back to the shell as closed.
             self._free(flow)
+            if type(flow.handle) is _DnsOverTcp:
+                flow.conn.release()
+            else:
+                flow.notice |= _N_CLOSED
+                self._gone.append(flow)
             self._tcp_new(src, sport, dst, dport, seg, now)
             return
         flow.notice |= n
@@ -604,7 +612,9 @@ class Core:
         """Poll touched connections, emit their segments; returns the flows with notices."""
         touched = self._touched
         self._touched = []
-        noticed = []
+        noticed = self._gone  # flows freed by input, whose end the shell must still hear of
+        if noticed:
+            self._gone = []
         for flow in touched:
             flow.touched = False
             if self.flows.get(flow.key) is not flow:

@@ -13,10 +13,7 @@ from rootlessnet.stack.tcp.states import State
 
 _S = State
 # check name -> why it is not (yet) counted as a failure
-KNOWN: dict[str, str] = {
-    "flow_freed_silently": "tests/fuzz/regressions/test_core_found_by_fuzzing.py::"
-                           "test_syn_reusing_a_time_wait_flow_with_unread_data_tells_the_shell",
-}
+KNOWN: dict[str, str] = {}
 PINNED_SLACK = 256 * 1024  # pinned bytes above 8x the payload held (plus this) count as frames_pinned
 
 

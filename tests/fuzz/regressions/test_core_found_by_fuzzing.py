@@ -97,9 +97,6 @@ def test_fast_retransmit_resends_only_what_was_sent():
             f"{s.seq + s.plen - snd_max} bytes never sent before, past the guest's window edge {ack + 255}")
 
 
-@pytest.mark.xfail(strict=True, reason="fuzz: a new SYN recycles a TIME-WAIT flow whose data the host has not read "
-                                       "yet without telling the shell: its host socket is never closed and its "
-                                       "buffers stay charged to the memory pool")
 def test_syn_reusing_a_time_wait_flow_with_unread_data_tells_the_shell():
     core = Core(NetConfig())
     guest(core, 1000, None, m.SYN, 65535, b"\x02\x04\x05\xb4")
