@@ -14,10 +14,9 @@ import subprocess
 import time
 from typing import Any
 
-from rootlessnet.harness import _core
+from rootlessnet.harness import _core, _proc
 from rootlessnet.harness._core import Core, command_argv, pop_shell, wait_exit
 from rootlessnet.harness._options import make_options
-from rootlessnet.harness.errors import CommandFailed
 
 
 def _sweep(core: Core) -> None:
@@ -34,39 +33,43 @@ def _sweep(core: Core) -> None:
 
 
 class _ArgvBuilder:
-    """The command line of a command run inside (sync and async runners share it)."""
+    """Where commands run and how they start (sync and async runners share it)."""
 
     _core: Core
     _netns: str | None = None
     _hostname: str | None = None
 
+    def _target(self) -> _proc.Target:
+        self._core.check_running()
+        return _proc.Target(self._core.state_dir, self._netns, self._hostname)
+
     def _full_argv(self, args: Any, kwargs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """The slow path's command line: `rootlessnet nsenter ... -- ARGV` (no exec helper)."""
         self._core.check_running()
         argv = command_argv(args, pop_shell(kwargs))
         return argv, self._core.nsenter_argv(argv, netns=self._netns, hostname=self._hostname)
 
 
 class _Runner(_ArgvBuilder):
-    """run()/popen() with subprocess's signatures, through `rootlessnet nsenter`."""
+    """run()/popen() with subprocess's signatures and results."""
 
-    def run(self, args: Any, *, check: bool = False, timeout: float | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
+    def run(self, args: Any, **kwargs: Any) -> subprocess.CompletedProcess:
         """`subprocess.run(args, ...)` inside; `check=True` raises `CommandFailed` (stderr in its message)."""
-        argv, full = self._full_argv(args, kwargs)
-        try:
-            cp = subprocess.run(full, timeout=timeout, **kwargs)
-        except subprocess.TimeoutExpired as e:
-            raise subprocess.TimeoutExpired(argv, e.timeout, e.output, e.stderr) from None
-        cp.args = argv
-        if check and cp.returncode:
-            raise CommandFailed(cp.returncode, argv, cp.stdout, cp.stderr)
-        return cp
+        return _proc.run(self._spawn, args, **kwargs)
 
     def popen(self, args: Any, **kwargs: Any) -> subprocess.Popen:
         """`subprocess.Popen(args, ...)` inside; still running at stop, it is killed."""
-        argv, full = self._full_argv(args, kwargs)
+        p = self._spawn(args, **kwargs)
+        self._track(p)
+        return p
+
+    def _spawn(self, args: Any, **kwargs: Any) -> subprocess.Popen:
+        target = self._target()
+        if target.available():
+            return _proc.SandboxPopen(args, target=target, **kwargs)
+        argv, full = self._full_argv(args, kwargs)  # e.g. --pidns: through `rootlessnet nsenter`
         p = subprocess.Popen(full, **kwargs)
         p.args = argv
-        self._track(p)
         return p
 
     def _track(self, p: subprocess.Popen) -> None:

@@ -526,6 +526,11 @@ def run(sock: socket.socket) -> int:
     except OSError as e:
         child.send({"type": "error", "message": f"namespace set-up failed: {e}"})
         return 1
+    if not child.cfg.get("pidns"):  # commands in a PID namespace of their own go through nsenter
+        from rootlessnet.ns import execd
+
+        # forked while single-threaded, before the control thread: STATE/exec.sock runs commands fast
+        execd.start(child.state_dir, main_netns=child.netns_path, close=(child.sock.fileno(),))
     for s in signal.valid_signals():
         if s not in NOT_FORWARDED:
             try:

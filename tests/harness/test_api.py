@@ -48,12 +48,16 @@ def test_run_has_subprocess_semantics(rootless_sandbox, tmp_path):
         sb.run(["sleep", "10"], timeout=0.5)
     assert e.value.cmd == ["sleep", "10"]
     assert sb.run(["sh", "-c", "exit 7"]).returncode == 7
-    assert sb.run(["no-such-program"], capture_output=True).returncode == 127
+    with pytest.raises(FileNotFoundError, match="no-such-program"):  # as subprocess raises it
+        sb.run(["no-such-program"], capture_output=True)
+    with pytest.raises(FileNotFoundError, match="/no/such/dir"):
+        sb.run(["true"], cwd="/no/such/dir")
     with pytest.raises(CommandFailed) as failed:
         sb.run(["ls", "/no/such/file"], capture_output=True, text=True, check=True)
     assert "No such file or directory" in str(failed.value)
-    with pytest.raises(TypeError, match="executable= is not supported"):
-        sb.run(["true"], executable="/bin/true")
+    assert sb.run(["myname", "-c", "echo $0"], executable="/bin/sh", capture_output=True, text=True).stdout == "myname\n"
+    with pytest.raises(TypeError, match="preexec_fn= is not supported"):
+        sb.run(["true"], preexec_fn=lambda: None)
 
 
 def test_popen_is_the_command_itself(rootless_sandbox):
