@@ -46,6 +46,9 @@ _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 _BOOT = (f"import sys; sys.path.insert(0, {_PKG_PARENT!r}); "
          "from rootlessnet.cli import main; sys.exit(main(sys.argv[1:]))")
 RN = [sys.executable, "-E", "-P", "-c", _BOOT] if sys.version_info >= (3, 11) else [sys.executable, "-E", "-c", _BOOT]
+_ZBOOT = (f"import sys; sys.path.insert(0, {_PKG_PARENT!r}); "
+          "from rootlessnet.harness._zygote import main; main()")
+ZYGOTE = [*RN[:-1], _ZBOOT]  # the launchers' zygote (harness/_zygote.py)
 
 PROTOS = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6")
 
@@ -156,10 +159,12 @@ class Core:
             with open(hosts_file, "w") as f:
                 json.dump(self.opts._dns, f)
             self._log = open(os.path.join(self.workdir, "launcher.stderr"), "w+b")
-            argv = [*RN, "run", "-q", "--state-dir", self.state_dir, *self.opts.flags(hosts_file),
+            args = ["run", "-q", "--state-dir", self.state_dir, *self.opts.flags(hosts_file),
                     *self.extra_flags, "--", "sh", "-c", f"exec timeout {HOLDER_LIFETIME} cat >/dev/null"]
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
-                                         cwd="/", start_new_session=True)
+            self.proc = _fork_launcher(args, self._log.fileno())
+            if self.proc is None:  # no zygote here: a new interpreter
+                self.proc = subprocess.Popen([*RN, *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                             stderr=self._log, cwd="/", start_new_session=True)
         except BaseException:
             self.cleanup()
             raise
@@ -314,6 +319,26 @@ class Core:
             self._log.close()
         if self.workdir is not None and os.path.isdir(self.workdir):
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _fork_launcher(args: list[str], log_fd: int) -> Any:
+    """`rootlessnet run ARGS` forked by this process's zygote (no interpreter start), or None."""
+    from rootlessnet.harness import _zygote
+
+    z = _zygote.zygote(ZYGOTE)
+    if z is None:
+        return None
+    r, w = os.pipe()  # the holder's stdin: EOF when we close w, or when this process dies
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        pid, pidfd = z.spawn(args, dict(os.environ), "/", r, devnull, log_fd)
+    except _zygote.ZygoteError:
+        os.close(w)
+        return None
+    finally:
+        os.close(r)
+        os.close(devnull)
+    return _zygote.LauncherProcess(z, pid, pidfd, os.fdopen(w, "wb", buffering=0))
 
 
 STALE_AFTER = 60.0
