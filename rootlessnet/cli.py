@@ -1,18 +1,23 @@
 """Command-line entry points: `rootlessnet SUBCOMMAND ...` and `python -m rootlessnet`.
 
-Every user mistake ends as one line on stderr and a non-zero exit status;
-tracebacks are for bugs only.
+`run`, `containerd` and `slirp4netns` keep the command lines of the tools
+they stand in for (compat/): Go-style flags for the first two, slirp4netns's
+getopt for the last; they are dispatched before argparse sees them. The
+others are argparse subcommands.
+
+Every user mistake ends as one line on stderr and a non-zero exit status, and
+so does an environment failure (out of fds, a full disk): tracebacks are
+for bugs only.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable
 
 from rootlessnet import __version__
-from rootlessnet.errors import UserError
+from rootlessnet.errors import UserError, describe, find_environment_error, find_user_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,113 +31,10 @@ def _command(rest: list[str]) -> list[str]:
     return rest[1:] if rest[:1] == ["--"] else rest
 
 
-def _default_state_dir(value: str | None) -> str:
-    value = value or os.environ.get("ROOTLESSNET_STATE_DIR") or os.environ.get("ROOTLESSKIT_STATE_DIR")
-    if not value:
-        raise UserError("no instance given: use --state-dir DIR (or set ROOTLESSKIT_STATE_DIR)")
-    return value
-
-
-def add_run_parser(sub: argparse._SubParsersAction) -> None:
-    from rootlessnet.ns.launcher import NETS, REAPERS, SANDBOX_MODES
-    from rootlessnet.ns.idmap import SUBID_SOURCES
-    from rootlessnet.ns.syscalls import PROPAGATION
-
-    p = sub.add_parser("run", help="run a command in new rootless namespaces",
-                       description="Run CMD in a new user + mount (+ network) namespace as uid 0, rootlesskit-style.")
-    p.add_argument("--net", default="slirp", choices=NETS, help="network: slirp (userspace engine on tap0, default; slirp4netns is an alias), none (lo only) or host")
-    p.add_argument("--detach-netns", action="store_true", help="keep CMD in the host netns; pin a new netns at STATE/netns")
-    p.add_argument("--pidns", action="store_true", help="new PID namespace with a fresh /proc")
-    p.add_argument("--utsns", action="store_true", help="new UTS namespace")
-    p.add_argument("--ipcns", action="store_true", help="new IPC namespace")
-    p.add_argument("--cgroupns", action="store_true", help="new cgroup namespace")
-    p.add_argument("--reaper", default="auto", choices=REAPERS, help="reap zombies (auto: with --pidns)")
-    p.add_argument("--copy-up", action="append", default=[], metavar="DIR", help="make DIR writable (tmpfs + symlinks to the original); repeatable")
-    p.add_argument("--copy-up-mode", default="tmpfs+symlink", choices=["tmpfs+symlink"], help=argparse.SUPPRESS)
-    p.add_argument("--propagation", default="rprivate", choices=sorted(PROPAGATION), help="mount propagation of / (default rprivate)")
-    p.add_argument("--state-dir", help="state directory (default: a temporary one, removed on exit)")
-    p.add_argument("--subid-source", default="auto", choices=SUBID_SOURCES, help="where subordinate ids come from (none: single-id map)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no warnings")
-    p.add_argument("--sandbox", default="auto", choices=SANDBOX_MODES,
-                   help="once set up, the launcher (engine, ports, API) confines itself: no_new_privs, Landlock, "
-                        "seccomp (auto, default: what the kernel offers; true: all or fail; docs/robustness.md)")
-    p.add_argument("--slirp4netns-sandbox", choices=SANDBOX_MODES, metavar="auto|true|false",
-                   help="rootlesskit's flag: the filesystem (Landlock) part of --sandbox")
-    p.add_argument("--slirp4netns-seccomp", choices=SANDBOX_MODES, metavar="auto|true|false",
-                   help="rootlesskit's flag: the seccomp part of --sandbox")
-    g = p.add_argument_group("--net=slirp")
-    g.add_argument("--mtu", type=int, default=65520, help="MTU of the tap device (1280..65520, default 65520)")
-    g.add_argument("--cidr", default="10.0.2.0/24", help="virtual IPv4 network (default 10.0.2.0/24)")
-    g.add_argument("--ifname", default="tap0", help="name of the tap device (default tap0)")
-    g.add_argument("--ipv6", action="store_true", help="IPv6 too: fd00::/64, gateway fd00::2, DNS fd00::3 (SLAAC)")
-    g.add_argument("--allow-host-loopback", action="store_true", help="let the gateway address reach the host's 127.0.0.1 / ::1")
-    g.add_argument("--disable-host-loopback", action="store_true", help="(default; accepted for rootlesskit compatibility)")
-    g.add_argument("--outbound", default="all", metavar="all|none|CIDR,...", help="host-side destinations the engine may connect to")
-    g.add_argument("--dns-upstream", metavar="ADDR[:PORT]", help="DNS server behind 10.0.2.3 (default: first nameserver of /etc/resolv.conf)")
-    g.add_argument("--pcap", metavar="FILE", help="write every frame on the tap to FILE (pcap)")
-    g.add_argument("--no-vnet-hdr", action="store_true", help=argparse.SUPPRESS)
-    g.add_argument("--hosts", metavar="A,B,...", help="a multi-host network: one netns with its own tap per host (STATE/netns.d/NAME), switched by the engine")
-    g.add_argument("--dns-hosts", metavar="FILE.json", help="answer DNS from this static table {name: address(es)}; everything else is NXDOMAIN and no upstream is asked")
-    g.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
-                   help="change one of the engine's bounds (repeatable), e.g. tcp_mem=256M; names and defaults in docs/robustness.md")
-    g = p.add_argument_group("ports")
-    g.add_argument("--port-driver", choices=["builtin", "slirp", "slirp4netns", "none"],
-                   help="builtin (default with --net=slirp): the child dials, bytes move by splice; slirp: the engine forwards")
-    g.add_argument("-p", "--publish", action="append", default=[], metavar="[PARENTIP:]PARENTPORT[:CHILDIP]:CHILDPORT/PROTO",
-                   help="publish a port (repeatable), e.g. 8080:80/tcp")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
-    p.set_defaults(func=cmd_run)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    import trio
-
-    from rootlessnet.ns.launcher import RunOptions, run_command
-
-    opts = RunOptions(
-        command=_command(args.command), net=args.net, detach_netns=args.detach_netns, pidns=args.pidns,
-        utsns=args.utsns, ipcns=args.ipcns, cgroupns=args.cgroupns, reaper=args.reaper,
-        copy_up=args.copy_up, propagation=args.propagation, state_dir=args.state_dir,
-        subid_source=args.subid_source, quiet=args.quiet, mtu=args.mtu, cidr=args.cidr, ifname=args.ifname,
-        ipv6=args.ipv6, allow_host_loopback=args.allow_host_loopback and not args.disable_host_loopback,
-        outbound=args.outbound, dns_upstream=args.dns_upstream, pcap=args.pcap, vnet_hdr=not args.no_vnet_hdr,
-        port_driver=args.port_driver, publish=args.publish,
-        hosts=[h for h in (args.hosts or "").split(",") if h], dns_hosts=_load_dns_hosts(args.dns_hosts),
-        limits=args.limit, sandbox=args.sandbox, sandbox_fs=args.slirp4netns_sandbox, sandbox_seccomp=args.slirp4netns_seccomp,
-        own_process=True,
-    )
-    opts.validate()
-    return trio.run(run_command, opts)
-
-
-def _load_dns_hosts(path: str | None) -> dict[str, list[str]] | None:
-    """--dns-hosts FILE.json: {name: "addr" | ["addr", ...]}."""
-    if path is None:
-        return None
-    import ipaddress
-    import json
-
-    try:
-        with open(path) as f:
-            table = json.load(f)
-    except OSError as e:
-        raise UserError(f"--dns-hosts {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise UserError(f"--dns-hosts {path}: not JSON ({e})") from None
-    if not isinstance(table, dict):
-        raise UserError(f"--dns-hosts {path}: must be a JSON object {{name: address or [addresses]}}")
-    out: dict[str, list[str]] = {}
-    for name, addrs in table.items():
-        addrs = [addrs] if isinstance(addrs, str) else addrs
-        if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
-            raise UserError(f"--dns-hosts {path}: {name!r} must map to an address or a list of addresses")
-        for a in addrs:
-            try:
-                ipaddress.ip_address(a)
-            except ValueError:
-                raise UserError(f"--dns-hosts {path}: {a!r} (for {name!r}) is not an IP address") from None
-        out[name] = addrs
-    return out
+def _own_parser(sub: argparse._SubParsersAction, name: str, help: str, usage: str) -> None:
+    """A subcommand whose command line is parsed by its compat module (listed here for --help)."""
+    p = sub.add_parser(name, add_help=False, help=help, description=f"{usage} (see rootlessnet {name} --help)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
 
 
 def add_nsenter_parser(sub: argparse._SubParsersAction) -> None:
@@ -148,8 +50,9 @@ def add_nsenter_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_nsenter(args: argparse.Namespace) -> int:
     from rootlessnet.ns import nsenter
+    from rootlessnet.ns.statedir import from_environment
 
-    return nsenter.run(_default_state_dir(args.state_dir), _command(args.command), net=not args.no_net,
+    return nsenter.run(from_environment(args.state_dir), _command(args.command), net=not args.no_net,
                        netns=args.netns, hostname=args.hostname)
 
 
@@ -159,10 +62,10 @@ def add_api_parsers(sub: argparse._SubParsersAction) -> None:
     add_parsers(sub)
 
 
-def add_slirp4netns_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("slirp4netns", add_help=False, help="the engine alone, with slirp4netns's command line",
-                       description="slirp4netns-compatible front end: rootlessnet slirp4netns --help")
-    p.add_argument("args", nargs=argparse.REMAINDER)  # main() dispatches before argparse; listed for --help
+def add_shims_parser(sub: argparse._SubParsersAction) -> None:
+    from rootlessnet.compat.shims import add_parser
+
+    add_parser(sub)
 
 
 def add_oci_parsers(sub: argparse._SubParsersAction) -> None:
@@ -171,14 +74,17 @@ def add_oci_parsers(sub: argparse._SubParsersAction) -> None:
     add_parsers(sub)
 
 
-def add_containerd_parser(sub: argparse._SubParsersAction) -> None:
-    from rootlessnet.oci.containerd import add_parsers
-
-    add_parsers(sub)
+def add_own_parsers(sub: argparse._SubParsersAction) -> None:
+    _own_parser(sub, "run", "run a command in new rootless namespaces (rootlesskit's flags)",
+                "rootlessnet run [FLAGS] [--] CMD [ARGS...]")
+    _own_parser(sub, "slirp4netns", "the engine alone, with slirp4netns's command line",
+                "rootlessnet slirp4netns [OPTIONS] PID|PATH [TAPNAME]")
+    _own_parser(sub, "containerd", "run a rootless containerd (in a rootlessnet instance)",
+                "rootlessnet containerd [RUN FLAGS] [-- CONTAINERD ARGS]")
 
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_run_parser, add_nsenter_parser, add_api_parsers, add_slirp4netns_parser, add_oci_parsers, add_containerd_parser]
+    add_own_parsers, add_nsenter_parser, add_api_parsers, add_shims_parser, add_oci_parsers]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,12 +96,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(argv: list[str]) -> int:
+    from rootlessnet.compat import rootlesskit
+
+    return rootlesskit.main(argv)
+
+
+def _slirp4netns(argv: list[str]) -> int:
+    from rootlessnet.compat import slirp4netns
+
+    return slirp4netns.main(argv)
+
+
+def _containerd(argv: list[str]) -> int:
+    from rootlessnet.oci import containerd
+
+    return containerd.main(argv)
+
+
+OWN_COMMAND_LINES: dict[str, Callable[[list[str]], int]] = {
+    "run": _run, "containerd": _containerd, "slirp4netns": _slirp4netns}
+
+
+def report(prog: str, exc: BaseException) -> int | None:
+    """Print `exc` as one line if it is a user mistake or an environment failure; the exit status, or None."""
+    err = find_user_error(exc)
+    if err is not None:
+        print(f"{prog}: {err}", file=sys.stderr, flush=True)
+        return err.exit_code
+    env = find_environment_error(exc)
+    if env is not None:
+        print(f"{prog}: {describe(env)}", file=sys.stderr, flush=True)
+        return 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["slirp4netns"]:  # its own command line, --help included (rootlesskit greps it)
-        from rootlessnet.slirp4netns import main as slirp4netns_main
-
-        return slirp4netns_main(argv[1:])
+    own = OWN_COMMAND_LINES.get(argv[0]) if argv else None
+    if own is not None:
+        if argv[0] == "slirp4netns":  # it reports its own errors, in slirp4netns's words
+            return own(argv[1:])
+        try:
+            return own(argv[1:])
+        except KeyboardInterrupt:
+            return 130
+        except BaseException as e:  # noqa: BLE001 - unwrap nursery exception groups
+            code = report(f"rootlessnet {argv[0]}", e)
+            if code is None:
+                raise
+            return code
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -207,20 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as e:  # noqa: BLE001 - unwrap nursery exception groups
-        err = find_user_error(e)
-        if err is None:
+        code = report(f"rootlessnet {args.subcommand}", e)
+        if code is None:
             raise
-        print(f"rootlessnet {args.subcommand}: {err}", file=sys.stderr)
-        return err.exit_code
-
-
-def find_user_error(exc: BaseException) -> UserError | None:
-    """The UserError in `exc`, looking inside (nested) exception groups."""
-    if isinstance(exc, UserError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = find_user_error(sub)
-            if found is not None:
-                return found
-    return None
+        return code

@@ -70,9 +70,9 @@ def _missing(p: argparse.ArgumentParser) -> int:
 def socket_path(args: argparse.Namespace) -> str:
     if getattr(args, "socket", None):
         return args.socket
-    from rootlessnet.cli import _default_state_dir  # lazy: rootlessnet.cli imports this module
+    from rootlessnet.ns.statedir import from_environment
 
-    return os.path.join(_default_state_dir(getattr(args, "state_dir", None)), SOCKET_NAME)
+    return os.path.join(from_environment(getattr(args, "state_dir", None)), SOCKET_NAME)
 
 
 def client(args: argparse.Namespace) -> ApiClient:

@@ -1,11 +1,13 @@
 """api.server: the rootlesskit-compatible REST API (API 1.1.1) on `STATE/api.sock`.
 
-A small hand-written HTTP/1.1 server over a UNIX stream socket:
-request line + headers + Content-Length body, keep-alive, bounded sizes and
-timeouts. Every request gets an answer or the connection is closed; nothing
-a client sends can make an exception escape `serve_api`.
+HTTP/1.1 over a UNIX stream socket, parsed and framed by h11 (the sans-IO
+HTTP/1.1 state machine); this module is its trio shell plus the routes.
+Keep-alive and pipelining as h11 does them, bounded sizes and timeouts.
+Every request gets an answer or the connection is closed; nothing a client
+sends can make an exception escape `serve_api`.
 
-Routes (rootlesskit's, plus `/v1/stats`):
+Routes (rootlesskit's, plus `/v1/stats` and the `extensions` hook, which
+the instance uses for api.network's multi-host routes):
 
     GET    /v1/info        200 info()
     GET    /v1/ports       200 [PortStatus JSON...]        (400 without a port driver)
@@ -13,23 +15,27 @@ Routes (rootlesskit's, plus `/v1/stats`):
     DELETE /v1/ports/{id}  200 empty body                   (400 bad or unknown id)
     GET    /v1/stats       200 stats()                      (404 without stats)
 
-Errors are `{"message": "..."}` with a 4xx/5xx status.
+Errors are `{"message": "..."}` with a 4xx/5xx status: 400 for what h11 or
+we cannot parse, 408 for a request not complete within REQUEST_TIMEOUT, 411
+for a Transfer-Encoding body, 413 for a body over MAX_BODY_BYTES, 431 for
+headers over MAX_HEADER_BYTES, 505 for HTTP versions other than 1.0/1.1.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import re
-import stat
 import socket as _stdsocket
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import h11
 import trio
 
+from rootlessnet.api import jsonbody
 from rootlessnet.errors import UserError
 from rootlessnet.port.spec import PortDriver, PortError, PortSpec, SpecError
 
@@ -51,20 +57,16 @@ REASONS = {
     505: "HTTP Version Not Supported",
 }
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
-_HEADER_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _PORT_ID = re.compile(r"/v1/ports/([^/]*)")
 
 
 class HttpError(Exception):
-    """A request we cannot parse or accept: answer `status` and close the connection."""
+    """A request we cannot accept: answer `status` and close the connection."""
 
-    def __init__(self, status: int, message: str, *, close: bool = True):
+    def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.close = close
 
 
 @dataclass
@@ -83,38 +85,20 @@ class Request:
             target = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
         return target.split("?", 1)[0]
 
-    @property
-    def keep_alive(self) -> bool:
-        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
-        if "close" in tokens:
-            return False
-        if self.version >= (1, 1):
-            return True
-        return "keep-alive" in tokens
-
 
 @dataclass
 class Response:
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
-    close: bool = False
-
-    def encode(self, *, keep_alive_10: bool = False, head: bool = False) -> bytes:
-        lines = [f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Unknown')}"]
-        lines += [f"{k}: {v}" for k, v in self.headers]
-        lines.append(f"Content-Length: {len(self.body)}")
-        if self.close:
-            lines.append("Connection: close")
-        elif keep_alive_10:
-            lines.append("Connection: keep-alive")
-        # An answer to HEAD carries no body (its Content-Length still describes one).
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else self.body)
 
 
 def json_response(status: int, obj: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-    # Go's json.Encoder: compact, one trailing newline.
-    body = (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    # Go's json.Encoder: compact, one trailing newline. Never NaN/Infinity (not JSON).
+    try:
+        body = (jsonbody.dumps(obj) + "\n").encode()
+    except ValueError as e:
+        status, body = 500, (jsonbody.dumps({"message": f"internal error: answer is not JSON ({e})"}) + "\n").encode()
     return Response(status, body, [("Content-Type", "application/json")] + (headers or []))
 
 
@@ -122,127 +106,118 @@ def error_response(status: int, message: str, headers: list[tuple[str, str]] | N
     return json_response(status, {"message": message}, headers)
 
 
+def _request_from(event: h11.Request) -> Request:
+    """Our view of an h11 request; HttpError for what h11 lets through but we refuse."""
+    version = event.http_version.decode("ascii", "replace")
+    if version not in ("1.0", "1.1"):
+        raise HttpError(505, f"HTTP/{version} is not supported: use HTTP/1.1")
+    try:
+        target = event.target.decode("ascii")
+    except UnicodeDecodeError:
+        raise HttpError(400, "malformed request target") from None
+    if not (target.startswith("/") or target.lower().startswith(("http://", "https://"))):
+        raise HttpError(400, "malformed request target")
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key, text = name.decode("ascii").lower(), value.decode("latin-1")
+        headers[key] = headers[key] + ", " + text if key in headers else text
+    if "transfer-encoding" in headers:
+        raise HttpError(411, "Transfer-Encoding (chunked bodies) is not supported: send Content-Length")
+    cl = headers.get("content-length")
+    if cl is not None:
+        if len(cl) > 18:
+            raise HttpError(400, "bad Content-Length")
+        if int(cl) > MAX_BODY_BYTES:
+            raise HttpError(413, f"request body too large (limit {MAX_BODY_BYTES} bytes)")
+    major, minor = (int(x) for x in version.split("."))
+    return Request(event.method.decode("ascii"), target, (major, minor), headers)
+
+
 class _Conn:
-    """A buffered reader over one accepted stream."""
+    """One accepted stream and its h11 state machine."""
 
     def __init__(self, stream: trio.abc.Stream):
         self.stream = stream
-        self.buf = bytearray()
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.eof = False
+        self.head_bytes = 0  # bytes given to h11 while it reads a request head (h11 bounds only incomplete ones)
 
-    async def fill(self) -> bool:
-        """Read more into the buffer; False at EOF."""
-        if self.eof:
-            return False
+    async def fill(self) -> None:
+        """Read more from the client into h11; at EOF tell h11 so."""
         data = await self.stream.receive_some(RECV_CHUNK)
         if not data:
             self.eof = True
-            return False
-        self.buf += data
-        return True
+            self.h11.receive_data(b"")
+            return
+        if self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
+            # blank lines before a request line are ignored (RFC 9112 section 2.2); h11 refuses them
+            data = data.lstrip(b"\r\n")
+            if not data:
+                return
+        if self.h11.their_state is h11.IDLE:
+            self.head_bytes += len(data)
+        self.h11.receive_data(data)
 
-
-def _find_head_end(buf: bytearray) -> tuple[int, int] | None:
-    """(end of header block, start of body) or None; CRLF or bare LF line ends."""
-    crlf = buf.find(b"\r\n\r\n")
-    lf = buf.find(b"\n\n")
-    candidates = [(i, i + 4) for i in (crlf,) if i >= 0] + [(i, i + 2) for i in (lf,) if i >= 0]
-    return min(candidates) if candidates else None
-
-
-def _parse_head(head: bytes) -> Request:
-    lines = head.split(b"\n")
-    lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
-    m = _REQUEST_LINE.fullmatch(lines[0])
-    if not m:
-        raise HttpError(400, "malformed request line")
-    method, target, major, minor = m.group(1).decode(), m.group(2), int(m.group(3)), int(m.group(4))
-    if (major, minor) not in ((1, 0), (1, 1)):
-        raise HttpError(505, f"HTTP/{major}.{minor} is not supported: use HTTP/1.1")
-    try:
-        target_s = target.decode("ascii")
-    except UnicodeDecodeError:
-        raise HttpError(400, "malformed request target") from None
-    if not (target_s.startswith("/") or target_s.lower().startswith(("http://", "https://"))):
-        raise HttpError(400, "malformed request target")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t"):
-            raise HttpError(400, "obsolete header line folding is not supported")
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise HttpError(400, "malformed header line")
-        value = value.strip(b" \t")
-        if _HEADER_VALUE_BAD.search(value):
-            raise HttpError(400, "malformed header value")
-        key = name.decode("ascii").lower()
-        text = value.decode("latin-1")
-        if key in headers:
-            if key == "content-length":
-                if headers[key] != text:
-                    raise HttpError(400, "conflicting Content-Length headers")
+    async def next_event(self) -> Any:
+        """The next h11 event, reading as needed; h11.RemoteProtocolError propagates."""
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                if self.eof:
+                    return h11.ConnectionClosed()
+                await self.fill()
                 continue
-            if key == "host":
-                raise HttpError(400, "more than one Host header")
-            headers[key] = headers[key] + ", " + text
-        else:
-            headers[key] = text
-    return Request(method, target_s, (major, minor), headers)
+            return event
 
-
-def _body_length(req: Request) -> int:
-    if "transfer-encoding" in req.headers:
-        raise HttpError(411, "Transfer-Encoding (chunked bodies) is not supported: send Content-Length")
-    cl = req.headers.get("content-length")
-    if cl is None:
-        return 0
-    if not cl.isascii() or not cl.isdigit() or len(cl) > 18:
-        raise HttpError(400, "bad Content-Length")
-    n = int(cl)
-    if n > MAX_BODY_BYTES:
-        raise HttpError(413, f"request body too large (limit {MAX_BODY_BYTES} bytes)")
-    return n
+    async def send(self, *events: Any) -> None:
+        data = b"".join(self.h11.send(e) or b"" for e in events)
+        if data:
+            with trio.fail_after(WRITE_TIMEOUT):
+                await self.stream.send_all(data)
 
 
 async def _read_request(conn: _Conn) -> Request | None:
-    """The next request, or None when the client closed (or idled out) between requests."""
-    # Idle: wait for the first byte of a request.
-    if not conn.buf:
+    """The next request with its body, or None when the client closed (or idled out) between requests."""
+    if not conn.h11.trailing_data[0]:
         with trio.move_on_after(IDLE_TIMEOUT):
-            if not await conn.fill():
-                return None
-        if not conn.buf:
+            while not conn.h11.trailing_data[0] and not conn.eof:
+                await conn.fill()
+        if not conn.h11.trailing_data[0]:
             return None
+    conn.head_bytes = len(conn.h11.trailing_data[0])  # a pipelined request may be there already
+    too_large = HttpError(431, f"request headers too large (limit {MAX_HEADER_BYTES} bytes)")
     with trio.move_on_after(REQUEST_TIMEOUT) as scope:
-        while True:
-            # Tolerate blank lines before a request line (RFC 9112 2.2).
-            while conn.buf[:2] == b"\r\n" or conn.buf[:1] == b"\n":
-                del conn.buf[: 2 if conn.buf[:1] == b"\r" else 1]
-            ends = _find_head_end(conn.buf)
-            if ends is not None:
-                break
-            if len(conn.buf) > MAX_HEADER_BYTES:
-                raise HttpError(431, f"request headers too large (limit {MAX_HEADER_BYTES} bytes)")
-            if not await conn.fill():
-                if conn.buf.strip():
-                    raise _Disconnected
+        try:
+            event = await conn.next_event()
+            if isinstance(event, h11.ConnectionClosed):
                 return None
-        head_end, body_start = ends
-        if head_end > MAX_HEADER_BYTES:
-            raise HttpError(431, f"request headers too large (limit {MAX_HEADER_BYTES} bytes)")
-        req = _parse_head(bytes(conn.buf[:head_end]))
-        del conn.buf[:body_start]
-        n = _body_length(req)
-        if n and req.version >= (1, 1) and req.headers.get("expect", "").lower() == "100-continue" and len(conn.buf) < n:
-            await conn.stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-        while len(conn.buf) < n:
-            if not await conn.fill():
-                raise _Disconnected
-        req.body = bytes(conn.buf[:n])
-        del conn.buf[:n]
-        return req
+            if not isinstance(event, h11.Request):
+                raise HttpError(400, "malformed request")
+            if conn.head_bytes - len(conn.h11.trailing_data[0]) > MAX_HEADER_BYTES:
+                raise too_large  # the whole head came at once: h11 did not see it incomplete
+            req = _request_from(event)
+            if conn.h11.they_are_waiting_for_100_continue:
+                await conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+            body = bytearray()
+            while True:
+                event = await conn.next_event()
+                if isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:  # ConnectionClosed mid-body
+                    raise _Disconnected
+            req.body = bytes(body)
+            return req
+        except h11.RemoteProtocolError as e:
+            if conn.eof:
+                raise _Disconnected from None  # EOF in the middle of a request: nobody to answer
+            status = e.error_status_hint
+            if status == 431 or (conn.h11.their_state is not h11.SEND_BODY and conn.head_bytes > MAX_HEADER_BYTES):
+                raise too_large from None
+            if status == 501:  # a Transfer-Encoding h11 does not know: we refuse them all the same
+                raise HttpError(411, "Transfer-Encoding (chunked bodies) is not supported: send Content-Length") from None
+            raise HttpError(status if status in REASONS else 400, str(e) or "malformed request") from None
     assert scope.cancelled_caught
     raise HttpError(408, "request timed out")
 
@@ -259,8 +234,8 @@ class Api:
         self.info = info
         self.ports = ports
         self.stats = stats
-        # our own routes (multi-host networks): `await extensions.handle(method, path, body)` returns
-        # (status, json) or None when the path is not theirs; ValueError -> 400 with its message
+        # our own routes (multi-host networks, api.network): `await extensions.handle(method, path, body)`
+        # returns (status, json) or None when the path is not theirs; ValueError -> 400 with its message
         self.extensions = extensions
 
     async def dispatch(self, req: Request) -> Response:
@@ -309,8 +284,8 @@ class Api:
         if self.ports is None:
             return error_response(400, "no port driver is available (run with --net=slirp)")
         try:
-            obj = json.loads(req.body)
-        except (ValueError, RecursionError) as e:
+            obj = jsonbody.loads(req.body)
+        except ValueError as e:
             return error_response(400, f"bad JSON: {e}")
         try:
             spec = PortSpec.from_json(obj)
@@ -338,9 +313,30 @@ def _not_allowed(allow: str) -> Response:
     return error_response(405, f"method not allowed: use {allow}", [("Allow", allow)])
 
 
-async def _send(stream: trio.abc.Stream, data: bytes) -> None:
+def _h11_response(resp: Response, *, close: bool) -> h11.Response:
+    headers = list(resp.headers) + [("Content-Length", str(len(resp.body)))]
+    if close:
+        headers.append(("Connection", "close"))
+    return h11.Response(status_code=resp.status, headers=headers,
+                        reason=REASONS.get(resp.status, "Unknown").encode())
+
+
+async def _answer(conn: _Conn, resp: Response, *, head: bool, close: bool) -> None:
+    events: list[Any] = [_h11_response(resp, close=close)]
+    if resp.body and not head:  # an answer to HEAD carries no body (its Content-Length still describes one)
+        events.append(h11.Data(data=resp.body))
+    events.append(h11.EndOfMessage())
+    await conn.send(*events)
+
+
+async def _send_error(conn: _Conn, e: HttpError) -> None:
+    """Answer a request h11 or we refused, bypassing h11's state (it may be in ERROR)."""
+    resp = error_response(e.status, e.message)
+    head = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}"]
+    head += [f"{k}: {v}" for k, v in resp.headers]
+    head += [f"Content-Length: {len(resp.body)}", "Connection: close"]
     with trio.fail_after(WRITE_TIMEOUT):
-        await stream.send_all(data)
+        await conn.stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body)
 
 
 async def _linger_close(conn: _Conn) -> None:
@@ -374,9 +370,7 @@ async def handle_connection(stream: trio.abc.Stream, api: Api) -> None:
                 try:
                     req = await _read_request(conn)
                 except HttpError as e:
-                    resp = error_response(e.status, e.message)
-                    resp.close = True
-                    await _send(stream, resp.encode())
+                    await _send_error(conn, e)
                     await _linger_close(conn)
                     return
                 except _Disconnected:
@@ -384,15 +378,21 @@ async def handle_connection(stream: trio.abc.Stream, api: Api) -> None:
                 if req is None:
                     return
                 resp = await api.dispatch(req)
-                keep = req.keep_alive and not resp.close
-                resp.close = not keep
-                await _send(stream, resp.encode(keep_alive_10=keep and req.version == (1, 0), head=req.method == "HEAD"))
-                if not keep:
+                # h11 knows whether the client lets the connection live (Connection: close, HTTP/1.0)
+                close = conn.h11.our_state is h11.MUST_CLOSE or not _client_keeps_alive(req)
+                await _answer(conn, resp, head=req.method == "HEAD", close=close)
+                if close or conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
                     return
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+                conn.h11.start_next_cycle()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError, h11.LocalProtocolError):
         return
     except Exception:  # noqa: BLE001 - never let a connection take the server down
         log.exception("API connection handler failed")
+
+
+def _client_keeps_alive(req: Request) -> bool:
+    tokens = {t.strip().lower() for t in req.headers.get("connection", "").split(",")}
+    return "close" not in tokens and req.version >= (1, 1)
 
 
 def _check_dir(path: str) -> None:

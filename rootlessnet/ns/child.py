@@ -341,7 +341,7 @@ class Child:
 
         Done on a fresh thread: network namespaces are per thread, so the thread
         unshares one, pins it with a bind mount, opens and configures the tap there."""
-        from rootlessnet.io.tap import configure, open_tap
+        from rootlessnet.ns.tap import TapConfig, open_tap
 
         name = req["host"]
         d = os.path.join(self.state_dir, "netns.d")
@@ -356,13 +356,9 @@ class Child:
                 sc.unshare(sc.CLONE_NEWNET)
                 set_link_up("lo")
                 sc.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None, sc.MS_BIND)
-                fd, vnet, offload = open_tap(req.get("name", "tap0"), vnet=req.get("vnet", True))
-                try:
-                    configure(req.get("name", "tap0"), mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
-                              gateway=req["gateway"], ipv6=req.get("ipv6", False), address6=req.get("address6"))
-                except BaseException:
-                    os.close(fd)
-                    raise
+                fd, vnet, offload = open_tap(req.get("name", "tap0"), vnet=req.get("vnet", True), config=TapConfig(
+                    mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"], gateway=req["gateway"],
+                    ipv6=req.get("ipv6", False), address6=req.get("address6")))
                 out.update(fd=fd, vnet=vnet, offload=offload)
             except BaseException as e:  # noqa: BLE001 - reported to the parent
                 out["error"] = e
@@ -376,16 +372,12 @@ class Child:
 
     def op_tap(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """Create and configure the guest's tap in the netns; its fd goes to the engine."""
-        from rootlessnet.io.tap import configure, open_tap
+        from rootlessnet.ns.tap import TapConfig, open_tap
 
-        fd, vnet, offload = open_tap(req["name"], vnet=req.get("vnet", True), offload=req.get("offload", True))
-        try:
-            configure(req["name"], mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
-                      gateway=req["gateway"], ipv6=req.get("ipv6", False), address6=req.get("address6"),
-                      mac=req.get("mac"))
-        except BaseException:
-            os.close(fd)
-            raise
+        fd, vnet, offload = open_tap(req["name"], vnet=req.get("vnet", True), offload=req.get("offload", True),
+                                     config=TapConfig(mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
+                                                      gateway=req["gateway"], ipv6=req.get("ipv6", False),
+                                                      address6=req.get("address6"), mac=req.get("mac")))
         return {"vnet": vnet, "offload": offload}, [fd]
 
     def serve(self) -> None:

@@ -203,15 +203,19 @@ def add(state_dir: str, name: str) -> str:
     return in_instance(state_dir, _add)
 
 
-def delete(state_dir: str, name: str) -> None:
+def check_exists(state_dir: str, name: str) -> str:
+    """The pin of the named netns; a UserError when there is none."""
     check_name(name)
     path = pin_path(state_dir, name)
     if not os.path.lexists(path):
         raise UserError(f"no network namespace named {name!r} in {state_dir} (see `rootlessnet netns list`)")
-    # A CNI attachment made for this netns by the OCI hook goes first (it needs the netns alive).
-    from rootlessnet.oci import hook
+    return path
 
-    hook.detach_named_netns(state_dir, name)
+
+def delete(state_dir: str, name: str) -> None:
+    """Unpin the named netns. Whatever is attached to it (the OCI hook's CNI network) must be detached first:
+    `rootlessnet netns del` does that (oci/cli.py), while the netns is still alive."""
+    path = check_exists(state_dir, name)
     in_instance(state_dir, lambda: unpin(path))
 
 

@@ -101,6 +101,10 @@ def cmd_netns(args: argparse.Namespace) -> int:
     if action == "add":
         print(nn.add(state_dir, args.name))
     elif action == "del":
+        from rootlessnet.oci import hook
+
+        nn.check_exists(state_dir, args.name)
+        hook.detach_named_netns(state_dir, args.name)  # CNI DEL first: it needs the netns alive
         nn.delete(state_dir, args.name)
     elif action == "path":
         from rootlessnet.ns import statedir as sd

@@ -35,7 +35,6 @@ none (they are the user's files afterwards).
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import json
@@ -296,30 +295,61 @@ def _inner_argv(cfg: dict) -> list[str]:
     return [sys.executable, "-c", code, json.dumps(cfg)]
 
 
-def cmd_containerd(args: argparse.Namespace) -> int:
-    import trio
+def flag_set():
+    """`rootlessnet run`'s flags (Go-style, compat.rootlesskit) with this command's defaults and its own two."""
+    from rootlessnet.compat import rootlesskit
+    from rootlessnet.compat.goflags import BOOL, STRING, Flag
 
-    from rootlessnet.ns.launcher import RunOptions, run_command
+    extra = [
+        Flag("stop-timeout", STRING, "10", "on SIGTERM/SIGINT, how long tasks get to stop before they are killed "
+             "(seconds)", category="containerd", metavar="SECONDS"),
+        Flag("print-env", BOOL, False, "print the directories and addresses this would use, and exit",
+             category="containerd"),
+    ]
+    return rootlesskit.flag_set(extra, defaults={"detach-netns": True, "propagation": "rslave",
+                                                 "port-driver": "builtin", "net": "slirp"})
 
+
+def main(argv: list[str]) -> int:
+    """`rootlessnet containerd [RUN FLAGS] [-- CONTAINERD ARGS]`."""
     import shlex
 
-    if "true" in (args.sandbox, args.slirp4netns_sandbox, args.slirp4netns_seccomp):
+    import trio
+
+    from rootlessnet.compat import rootlesskit
+    from rootlessnet.instance import run_command
+
+    fs = flag_set()
+    outcome, parsed = rootlesskit.parse(argv, fs)
+    if outcome.text is not None:
+        if parsed is not None and parsed.help:
+            outcome.text = outcome.text.replace("rootlessnet run", "rootlessnet containerd", 2)
+        sys.stdout.write(outcome.text)
+        return outcome.exit_code
+    opts, v = outcome.opts, parsed.values
+    try:
+        stop_timeout = float(v["stop-timeout"])
+        if not 0 <= stop_timeout <= 3600:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--stop-timeout {v['stop-timeout']!r}: give seconds, 0..3600") from None
+    if "true" in (opts.sandbox, opts.sandbox_fs, opts.sandbox_seccomp):
         # auto leaves this launcher alone: after the instance it still cleans containerd's files (chmod, rmtree)
         raise UserError("--sandbox=true is not supported by rootlessnet containerd: its launcher cleans up "
                         "containerd's files after the instance (use rootlessnet run --sandbox=true)")
-    copy_up = list(DEFAULT_COPY_UP) + [d for d in args.copy_up if d not in DEFAULT_COPY_UP]
-    lay = Layout(args.state_dir, copy_up)
+    copy_up = list(DEFAULT_COPY_UP) + [d for d in opts.copy_up if d not in DEFAULT_COPY_UP]
+    lay = Layout(opts.state_dir, copy_up)
     if "XDG_RUNTIME_DIR" not in os.environ:
         os.environ["XDG_RUNTIME_DIR"] = lay.runtime
     path = search_path(os.environ.get("PATH"))
-    command = args.command[1:] if args.command[:1] == ["--"] else list(args.command)
-    if args.print_env:  # for eval "$(rootlessnet containerd --print-env)"
-        for k, v in (("ROOTLESSNET_STATE_DIR", lay.state), ("ROOTLESSKIT_STATE_DIR", lay.state),
-                     ("CONTAINERD_ADDRESS", INSIDE_SOCKET), ("CONTAINERD_HOST_SOCKET", lay.socket),
-                     ("ROOTLESSNET_CONTAINERD_DATA", lay.data), ("ROOTLESSNET_CONTAINERD_CONFIG", lay.config)):
-            print(f"{k}={shlex.quote(v)}")
+    if v["print-env"]:  # for eval "$(rootlessnet containerd --print-env)"
+        for k, val in (("ROOTLESSNET_STATE_DIR", lay.state), ("ROOTLESSKIT_STATE_DIR", lay.state),
+                       ("CONTAINERD_ADDRESS", INSIDE_SOCKET), ("CONTAINERD_HOST_SOCKET", lay.socket),
+                       ("ROOTLESSNET_CONTAINERD_DATA", lay.data), ("ROOTLESSNET_CONTAINERD_CONFIG", lay.config)):
+            print(f"{k}={shlex.quote(val)}")
         return 0
-    if lay.moved_from and not args.quiet:
+    rootlesskit.print_notes(outcome.notes or [], opts.quiet)
+    if lay.moved_from and not opts.quiet:
         print(f"rootlessnet containerd: state directory {lay.state} ({lay.moved_from} is inside a copied-up directory)",
               file=sys.stderr)
     _check_binaries(path)
@@ -330,26 +360,22 @@ def cmd_containerd(args: argparse.Namespace) -> int:
     cfg = {
         "state_dir": lay.state,
         "binds": lay.binds,
-        "containerd": ["containerd", "--config", "/etc/containerd/config.toml", *command],
-        "stop_timeout": args.stop_timeout,
+        "containerd": ["containerd", "--config", "/etc/containerd/config.toml", *opts.command],
+        "stop_timeout": stop_timeout,
         "socket": INSIDE_SOCKET,
         "host_socket": lay.socket,
         "path": path,
     }
-    opts = RunOptions(
-        command=_inner_argv(cfg), net=args.net, detach_netns=args.detach_netns == "true", pidns=args.pidns,
-        utsns=args.utsns, ipcns=args.ipcns, cgroupns=args.cgroupns, reaper=args.reaper,
-        copy_up=copy_up, propagation=args.propagation, state_dir=lay.state,
-        subid_source=args.subid_source, quiet=args.quiet, mtu=args.mtu, cidr=args.cidr, ifname=args.ifname,
-        ipv6=args.ipv6, allow_host_loopback=args.allow_host_loopback and not args.disable_host_loopback,
-        outbound=args.outbound, dns_upstream=args.dns_upstream, pcap=args.pcap, vnet_hdr=not args.no_vnet_hdr,
-        port_driver=args.port_driver, publish=args.publish, env={"PATH": path},
-    )
+    opts.command = _inner_argv(cfg)
+    opts.copy_up = copy_up
+    opts.state_dir = lay.state
+    opts.env = {"PATH": path}
+    opts.own_process = False  # not confined by default: see the --sandbox=true refusal above
     opts.validate()
     try:
         code = trio.run(run_command, opts)
     except BaseException as e:  # noqa: BLE001 - reword the launcher's lock error
-        from rootlessnet.cli import find_user_error
+        from rootlessnet.errors import find_user_error
 
         err = find_user_error(e)
         if err is not None and "is locked" in str(err):
@@ -357,39 +383,6 @@ def cmd_containerd(args: argparse.Namespace) -> int:
         raise
     force_rmtree(lay.run_containerd)
     return code
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from rootlessnet.cli import add_run_parser
-
-    scratch = argparse.ArgumentParser(add_help=False)
-    scratch_sub = scratch.add_subparsers()
-    add_run_parser(scratch_sub)
-    run_parser = scratch_sub.choices["run"]
-    p = sub.add_parser(
-        "containerd", parents=[run_parser], conflict_handler="resolve",
-        help="run a rootless containerd (in a rootlessnet instance)",
-        description="Run containerd rootless inside `rootlessnet run --net=slirp --port-driver=builtin --detach-netns "
-                    "--copy-up=/etc --copy-up=/run --copy-up=/var/lib --propagation=rslave` with its directories under "
-                    "your XDG directories. Every `rootlessnet run` flag is accepted and overrides these "
-                    "(--copy-up adds directories). Arguments after -- go to containerd.",
-    )
-    p.add_argument("--detach-netns", nargs="?", const="true", default="true", choices=["true", "false"],
-                   help="keep containerd in the host netns and pin the containers' netns at STATE/netns (default true)")
-    p.add_argument("--state-dir", help=f"state directory (default $XDG_RUNTIME_DIR/{NAME})")
-    from rootlessnet.ns.syscalls import PROPAGATION
-
-    p.add_argument("--propagation", default="rslave", choices=sorted(PROPAGATION), help="mount propagation of / (default rslave)")
-    p.add_argument("--port-driver", choices=["builtin", "slirp", "slirp4netns", "none"], default="builtin",
-                   help="builtin (default): the child dials, bytes move by splice; slirp: the engine forwards")
-    p.add_argument("--stop-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="on SIGTERM/SIGINT, how long tasks get to stop before they are killed (default 10)")
-    p.add_argument("--print-env", action="store_true", help="print the directories and addresses this would use, and exit")
-    for action in p._actions:
-        if action.dest == "command":
-            action.metavar = "-- CONTAINERD_ARGS"
-            action.help = "arguments for containerd (e.g. -- --log-level debug)"
-    p.set_defaults(func=cmd_containerd, net="slirp", port_driver="builtin", propagation="rslave")
 
 
 # -- the inner side (the instance's command) ----------------------------------------

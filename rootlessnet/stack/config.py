@@ -83,6 +83,8 @@ class NetConfig:
     outbound: tuple[ipaddress._BaseNetwork, ...] | None = None
     dns_upstream: tuple[str, int] | None = None  # (address, port) the DNS forwarder uses
     dns_hosts: dict[str, list[str]] | None = None  # static DNS table: then nothing is forwarded
+    outbound_addr: str | None = None  # source address host sockets bind to, IPv4 (slirp4netns --outbound-addr)
+    outbound_addr6: str | None = None  # the same for IPv6 (--outbound-addr6)
     gateway_mac: bytes = GATEWAY_MAC
     guest_index: int = 100  # the guest is .100 (hosts of a multi-host network: .101, .102, ...)
     limits: Limits = field(default_factory=Limits)

@@ -170,7 +170,7 @@ class EngineDut:
     async def _main(self) -> None:
         import trio
 
-        from rootlessnet.ns.launcher import RunOptions, open_instance
+        from rootlessnet.instance import RunOptions, open_instance
         from rootlessnet.port.spec import PortError, PortSpec
 
         # The command only keeps the namespace alive; the engine may reach nothing but host loopback,

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from rootlessnet.ns.control import ControlError
-from rootlessnet.ns.launcher import RunOptions, open_instance
+from rootlessnet.instance import RunOptions, open_instance
 from tests.integration.conftest import requires_userns
 
 pytestmark = [pytest.mark.integration, requires_userns]

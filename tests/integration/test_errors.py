@@ -39,7 +39,7 @@ def test_bad_engine_limit(value, words):
 
 
 def test_engine_limits_are_applied():
-    from rootlessnet.ns.launcher import RunOptions
+    from rootlessnet.instance import RunOptions
 
     cfg = RunOptions(command=["true"], limits=["tcp_mem=64M", "time-wait=10", "udp_clients=2k"]).net_config()
     assert (cfg.limits.tcp_mem, cfg.limits.time_wait, cfg.limits.udp_clients) == (64 << 20, 10, 2048)

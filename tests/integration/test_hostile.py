@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import trio
 
-from rootlessnet.ns.launcher import RunOptions, open_instance
+from rootlessnet.instance import RunOptions, open_instance
 from tests.integration.conftest import requires_userns
 from tests.integration.servers import TcpServers
 

@@ -78,12 +78,14 @@ def test_default_state_dir_is_removed_on_exit():
     assert not os.path.exists(path)
 
 
-def test_given_state_dir_is_cleaned_of_leftovers_and_keeps_only_lock(state_dir):
+def test_given_state_dir_is_cleaned_of_our_leftovers_only(state_dir):
     (state_dir / "child_pid").write_text("999999\n")
-    (state_dir / "stale").mkdir()
+    (state_dir / "netns.d").mkdir()
+    (state_dir / "stale").mkdir()  # not a name of ours: never deleted (an --state-dir=$UNSET once emptied a cwd)
+    (state_dir / "notes.txt").write_text("mine")
     r = rn("run", "--state-dir", str(state_dir), "--", "cat", str(state_dir / "child_pid"), check=True)
     assert r.stdout.strip() != "999999"
-    assert sorted(os.listdir(state_dir)) == ["lock"]
+    assert sorted(os.listdir(state_dir)) == ["lock", "notes.txt", "stale"]
 
 
 def test_child_pid_is_the_namespace_child(background, state_dir):

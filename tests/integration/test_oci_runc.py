@@ -140,7 +140,9 @@ def instance(background, state_dir, tmp_path):
     conf = tmp_path / "10-rn.conflist"
     conf.write_text(json.dumps(CONFLIST))
     r = rn("nsenter", "--state-dir", str(state_dir), "--no-net", "--",
-           "sh", "-c", f"mkdir -p /etc/cni/net.d && cp {conf} /etc/cni/net.d/")
+           # with --copy-up=/etc, a host /etc/cni (podman ships one) is a symlink to the read-only original:
+           # replace it with our own directory
+           "sh", "-c", f"rm -f /etc/cni && mkdir -p /etc/cni/net.d && cp {conf} /etc/cni/net.d/")
     assert r.returncode == 0, f"cannot write the CNI configuration inside the instance: {r.stderr}"
     runc = Runc(state_dir, tmp_path / "runc-root")
     yield b, runc

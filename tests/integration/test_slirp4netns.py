@@ -25,7 +25,7 @@ from tests.integration.servers import TcpServers
 
 pytestmark = [pytest.mark.integration, requires_userns]
 
-S4 = [sys.executable, "-m", "rootlessnet.slirp4netns"]
+S4 = [sys.executable, "-m", "rootlessnet.compat.slirp4netns"]
 TOOLS = ("ip", "nsenter", "unshare")
 needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
                                  reason=f"needs {', '.join(TOOLS)} (iproute2, util-linux)")
@@ -382,7 +382,7 @@ def test_rootlesskit_uses_us_as_its_slirp4netns(tmp_path, servers):
     wrapper = tmp_path / "slirp4netns"
     pkg_parent = str(Path(__file__).resolve().parents[2])
     wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n"
-                       f"PYTHONPATH={pkg_parent} exec {sys.executable} -m rootlessnet.slirp4netns \"$@\"\n")
+                       f"PYTHONPATH={pkg_parent} exec {sys.executable} -m rootlessnet.compat.slirp4netns \"$@\"\n")
     wrapper.chmod(0o755)
     script = tmp_path / "cmd.py"
     script.write_text(textwrap.dedent(ROOTLESSKIT_CMD))

@@ -34,9 +34,11 @@ from typing import Any
 
 import trio
 
+from rootlessnet.api.jsonbody import nesting_depth
 from rootlessnet.port.spec import PortError, PortSpec, SpecError
 
 MAX_REQUEST = 4096  # slirp4netns's buffer: a request of 4096 bytes or more is "too large"
+MAX_DEPTH = 64  # deeper JSON is refused as unparsable (Python's json would hit the recursion limit)
 REQUEST_TIMEOUT = 10.0  # a client that neither completes its JSON nor shuts down is dropped
 
 ERR_TOO_LARGE = "too large message"
@@ -77,9 +79,11 @@ def parse_request(data: bytes) -> dict[str, Any]:
         raise _Refused(ERR_TOO_LARGE)
     try:
         text = data.decode()
+        if nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
+            raise ValueError("nested too deeply")  # parson's own limit is 2048; Python would recurse out
         # parson (slirp4netns's parser) ignores what follows the first value
         obj, _end = json.JSONDecoder(object_pairs_hook=_reject_duplicates).raw_decode(text.lstrip())
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise _Refused(ERR_PARSE) from None
     if not isinstance(obj, dict):
         raise _Refused(ERR_NOT_OBJECT)
@@ -101,9 +105,12 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def is_complete(data: bytes) -> bool:
     """Whether `data` already holds one whole JSON value (answer without waiting for EOF)."""
     try:
-        json.JSONDecoder().raw_decode(data.decode().lstrip())
+        text = data.decode()
+        if nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
+            return False  # parse_request refuses it once the client is done
+        json.JSONDecoder().raw_decode(text.lstrip())
         return True
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return False
 
 
@@ -217,6 +224,7 @@ async def read_request(stream: trio.abc.ReceiveStream) -> bytes:
 
 
 async def handle_connection(handler: ApiHandler, stream: trio.SocketStream) -> None:
+    """One request, one answer; nothing a client sends can end the engine."""
     async with stream:
         try:
             with trio.move_on_after(REQUEST_TIMEOUT):
@@ -230,6 +238,10 @@ async def handle_connection(handler: ApiHandler, stream: trio.SocketStream) -> N
                             break
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        except Exception:  # noqa: BLE001 - a bug in a request's handling is that request's, not the engine's
+            import traceback
+
+            traceback.print_exc()
 
 
 def bind_socket(path: str) -> socket.socket:

@@ -1,4 +1,4 @@
-"""slirp4netns: `rootlessnet slirp4netns [OPTIONS] PID|PATH [TAPNAME]`, a drop-in for slirp4netns 1.2.
+"""compat.slirp4netns: `rootlessnet slirp4netns [OPTIONS] PID|PATH [TAPNAME]`, a drop-in for slirp4netns 1.2.
 
 Tools that spawn slirp4netns (rootlesskit `--net=slirp4netns
 --slirp4netns-binary=...`, scripts) get our engine instead. As slirp4netns
@@ -18,7 +18,7 @@ SIGHUP, or when the tap goes away with its namespace. Flags we do not
 implement are refused with one line, never ignored, and are absent from
 `--help` (rootlesskit enables features by grepping it).
 
-Also runnable as `python -m rootlessnet.slirp4netns ARGS` (for wrapper scripts).
+Also runnable as `python -m rootlessnet.compat.slirp4netns ARGS` (for wrapper scripts).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import sys
 from dataclasses import dataclass
 
 from rootlessnet import __version__
-from rootlessnet.errors import UserError
+from rootlessnet.errors import UserError, engine_failure
 
 PROG = "rootlessnet slirp4netns"
 COMPAT_VERSION = "1.2.0"
@@ -65,17 +65,20 @@ User-mode networking for unprivileged network namespaces
 --disable-dns            disables 10.0.2.3 (or configured internal ip) to host dns redirect
 --macaddress=MAC         specify the MAC address of the TAP (only valid with -c)
 --target-type=netns      accepted for compatibility (netns is the only target type)
+--outbound-addr=IPv4     sets outbound ipv4 address to bound to (or an interface name: its address)
+--outbound-addr6=IPv6    sets outbound ipv6 address to bound to (or an interface name: its address)
 --enable-sandbox         require filesystem confinement (Landlock: nothing writable but the API socket's removal)
 --enable-seccomp         require the seccomp filter (syscalls the engine never needs fail with EPERM)
 -h, --help               show this help and exit
+rootlessnet extensions:
+--dns-upstream=ADDR[:PORT]  DNS server behind 10.0.2.3 (default: first nameserver of /etc/resolv.conf)
+--outbound=all|none|CIDR,...  host-side destinations the engine may connect to (default: all)
 -v, --version            show version and exit
 """
 
 # slirp4netns flags we do not implement: refused, with the reason
 UNSUPPORTED = {
     "--create-sandbox": "the engine needs no sandbox mount namespace; run without it",
-    "--outbound-addr": "binding outbound connections to an address is not implemented",
-    "--outbound-addr6": "binding outbound connections to an address is not implemented",
 }
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -102,15 +105,23 @@ class Options:
     # ROOTLESSNET_SANDBOX=false (or true/auto) applies to both.
     sandbox_fs: str = "auto"
     sandbox_seccomp: str = "auto"
+    outbound_addr: str | None = None  # host sockets bind to these (slirp4netns --outbound-addr[6])
+    outbound_addr6: str | None = None
+    dns_upstream: str | None = None  # rootlessnet extensions
+    outbound: str = "all"
 
     def net_config(self):
-        from rootlessnet.ns.launcher import _host_nameserver
-        from rootlessnet.stack.config import ConfigError, NetConfig, parse_cidr
+        from rootlessnet.instance import RunOptions
+        from rootlessnet.stack.config import ConfigError, NetConfig, parse_cidr, parse_outbound
 
+        upstream = None
+        if self.dns:
+            upstream = RunOptions(["-"], dns_upstream=self.dns_upstream).dns_upstream_addr()
         try:
             return NetConfig(cidr=parse_cidr(self.cidr), mtu=self.mtu, ipv6=self.ipv6,
-                             allow_host_loopback=self.host_loopback,
-                             dns_upstream=_host_nameserver() if self.dns else None)
+                             allow_host_loopback=self.host_loopback, outbound=parse_outbound(self.outbound),
+                             dns_upstream=upstream, outbound_addr=self.outbound_addr,
+                             outbound_addr6=self.outbound_addr6)
         except ConfigError as e:
             raise UserError(str(e)) from None
 
@@ -149,6 +160,10 @@ def _build_parser() -> _Parser:
     p.add_argument("--target-type", default="netns")
     p.add_argument("--enable-sandbox", action="store_true")
     p.add_argument("--enable-seccomp", action="store_true")
+    p.add_argument("--outbound-addr")
+    p.add_argument("--outbound-addr6")
+    p.add_argument("--dns-upstream")
+    p.add_argument("--outbound", default="all")
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("-v", "--version", action="store_true")
     p.add_argument("target", nargs="?")
@@ -178,8 +193,10 @@ def parse_args(argv: list[str]) -> Options | str:
         raise UserError(f"--netns-type={a.netns_type}: use pid or path")
     if a.netns_type == "pid" and not (a.target.isdigit() and int(a.target) > 0):
         raise UserError(f"{a.target!r} is not a PID: give a process id, or --netns-type=path PATH")
-    if not 0 < len(a.tapname.encode()) <= 15 or "/" in a.tapname:
-        raise UserError(f"TAPNAME {a.tapname!r}: use a name of 1-15 characters")
+    from rootlessnet.instance import IFNAME
+
+    if not IFNAME.fullmatch(a.tapname) or a.tapname in ("lo", ".", ".."):
+        raise UserError(f"TAPNAME {a.tapname!r}: use 1-15 letters, digits, '_', '.' or '-', not 'lo'")
     if a.macaddress is not None:
         if not a.configure:
             raise UserError("--macaddress needs -c/--configure")
@@ -202,18 +219,69 @@ def parse_args(argv: list[str]) -> Options | str:
                    ipv6=a.enable_ipv6, host_loopback=not a.disable_host_loopback, dns=not a.disable_dns,
                    api_socket=a.api_socket, netns_type=a.netns_type, userns_path=a.userns_path,
                    ready_fd=a.ready_fd, exit_fd=a.exit_fd, macaddress=a.macaddress,
-                   sandbox_fs=mode(a.enable_sandbox), sandbox_seccomp=mode(a.enable_seccomp))
+                   sandbox_fs=mode(a.enable_sandbox), sandbox_seccomp=mode(a.enable_seccomp),
+                   outbound_addr=outbound_address(a.outbound_addr, 4) if a.outbound_addr is not None else None,
+                   outbound_addr6=outbound_address(a.outbound_addr6, 6) if a.outbound_addr6 is not None else None,
+                   dns_upstream=a.dns_upstream, outbound=a.outbound)
+    if opts.outbound_addr6 and not opts.ipv6:
+        raise UserError("--outbound-addr6 needs --enable-ipv6")
     opts.net_config()  # validates --mtu and --cidr
     return opts
+
+
+def outbound_address(text: str, version: int) -> str:
+    """--outbound-addr[6]=ADDRESS|INTERFACE: an address of this host (of that interface) we can bind to."""
+    flag = "--outbound-addr" + ("6" if version == 6 else "")
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        ip = None
+    if ip is None:
+        addr = interface_address(text, version)
+        if addr is None:
+            raise UserError(f"{flag}={text}: neither an IPv{version} address nor an interface with one")
+    elif ip.version != version:
+        raise UserError(f"{flag}={text}: not an IPv{version} address")
+    else:
+        addr = str(ip)
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((addr, 0))
+        except OSError as e:
+            raise UserError(f"{flag}={text}: cannot bind to {addr} ({e.strerror}): use an address of this host") from None
+    return addr
+
+
+def interface_address(name: str, version: int) -> str | None:
+    """The first IPv4 (SIOCGIFADDR) or IPv6 (/proc/net/if_inet6, global before link-local) address of `name`."""
+    if version == 4:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                data = fcntl.ioctl(s, 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                return None
+        return socket.inet_ntoa(data[20:24])
+    found = []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 6 and parts[5] == name:
+                    addr = str(ipaddress.IPv6Address(bytes.fromhex(parts[0])))
+                    found.append((int(parts[3], 16) == 0x20, addr))  # scope 0x20: link-local, last
+    except OSError:
+        return None
+    return sorted(found)[0][1] if found else None
 
 
 # -- the namespace helper (a fresh single-threaded process) ----------------------------------
 
 
 def _helper_argv(fd: int, cfg: dict) -> list[str]:
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
-            f"from rootlessnet.slirp4netns import helper_main; helper_main()")
+            f"from rootlessnet.compat.slirp4netns import helper_main; helper_main()")
     return [sys.executable, "-c", code, str(fd), json.dumps(cfg)]
 
 
@@ -264,20 +332,17 @@ def _open_tap_in_ns(cfg: dict) -> tuple[dict, list[int]]:
         raise UserError(f"cannot join the network namespace {netns}: {e.strerror}{hint}") from None
     os.close(nfd)
 
-    from rootlessnet.io.tap import configure, open_tap
+    from rootlessnet.ns.tap import TapConfig, open_tap
 
     name = cfg["tapname"]
-    fd, vnet, offload = open_tap(name, vnet=cfg.get("vnet", True), offload=True)
-    try:
-        if cfg["configure"]:
-            from rootlessnet.ns.netdev import set_link_up
+    config = None
+    if cfg["configure"]:
+        from rootlessnet.ns.netdev import set_link_up
 
-            set_link_up("lo")
-            configure(name, mtu=cfg["mtu"], address=cfg["address"], prefixlen=cfg["prefixlen"],
-                      gateway=cfg["gateway"], ipv6=cfg["ipv6"], mac=cfg.get("macaddress"))
-    except BaseException:
-        os.close(fd)
-        raise
+        set_link_up("lo")
+        config = TapConfig(mtu=cfg["mtu"], address=cfg["address"], prefixlen=cfg["prefixlen"], gateway=cfg["gateway"],
+                           ipv6=cfg["ipv6"], mac=cfg.get("macaddress"))
+    fd, vnet, offload = open_tap(name, vnet=cfg.get("vnet", True), offload=True, config=config)
     return {"vnet": vnet, "offload": offload}, [fd]
 
 
@@ -349,7 +414,7 @@ def confine(opts: Options):
     socket's directory allows unlinking (we remove the socket at exit).
     """
     from rootlessnet.ns import confine as cf
-    from rootlessnet.ns.launcher import engine_log_files
+    from rootlessnet.instance import engine_log_files
 
     policy = cf.Policy(writable_files=engine_log_files(), landlock=opts.sandbox_fs, seccomp=opts.sandbox_seccomp)
     if opts.api_socket:
@@ -375,7 +440,7 @@ async def serve(opts: Options, netcfg, tap_fd: int, vnet: bool, offload: bool) -
     """Run the engine (and API socket) until told to stop; the exit status."""
     import trio
 
-    from rootlessnet import slirp4netns_api as api
+    from rootlessnet.compat import slirp4netns_api as api
     from rootlessnet.io.engine import Engine
 
     engine = Engine(netcfg, tap_fd, vnet=vnet, offload=offload,
@@ -392,20 +457,23 @@ async def serve(opts: Options, netcfg, tap_fd: int, vnet: bool, offload: bool) -
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         try:
             async with trio.open_nursery() as nursery:
+                stopping = trio.Event()
+                api_scope = trio.CancelScope()
 
                 def stop(reason: str) -> None:
                     nonlocal stop_reason
                     stop_reason = stop_reason or reason
-                    nursery.cancel_scope.cancel()
+                    stopping.set()
 
                 async def run_engine() -> None:
                     try:
                         await engine.run()
-                    except Exception as e:  # noqa: BLE001 - one line for the user, the traceback for us
-                        import traceback
+                    except Exception as e:  # noqa: BLE001 - one line naming the cause; a traceback only for a bug
+                        if not isinstance(e, (OSError, ExceptionGroup)):
+                            import traceback
 
-                        traceback.print_exc()
-                        raise UserError(f"the network engine failed ({type(e).__name__}: {e})") from e
+                            traceback.print_exc()
+                        raise UserError(engine_failure(e, "the network engine failed")) from e
 
                 async def watch_signals() -> None:
                     async for signum in signals:
@@ -424,6 +492,11 @@ async def serve(opts: Options, netcfg, tap_fd: int, vnet: bool, offload: bool) -
                     print(f"{PROG}: {opts.tapname} was deleted: exiting", file=sys.stderr, flush=True)
                     stop("the tap device is gone")
 
+                async def serve_api(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    with api_scope:
+                        await api.serve(api.ApiHandler(driver, str(ipaddress.ip_address(netcfg.guest))), api_sock,
+                                        task_status=task_status)
+
                 nursery.start_soon(run_engine)
                 await engine.started.wait()
                 nursery.start_soon(watch_signals)
@@ -431,24 +504,32 @@ async def serve(opts: Options, netcfg, tap_fd: int, vnet: bool, offload: bool) -
                 if opts.exit_fd is not None:
                     nursery.start_soon(watch_exit_fd, opts.exit_fd)
                 if api_sock is not None:
-                    await nursery.start(api.serve, api.ApiHandler(driver, str(ipaddress.ip_address(netcfg.guest))),
-                                        api_sock)
+                    await nursery.start(serve_api)
                 confine(opts)
                 if opts.ready_fd is not None:
                     _notify_ready(opts.ready_fd)
-        finally:
-            close = getattr(driver, "aclose", None) or getattr(driver, "close", None)
-            if callable(close):
+                await stopping.wait()
+                # In order, while the engine still runs: no new API requests, then the forwarded
+                # ports leave the engine (closing them after it would touch its closed epoll).
+                api_scope.cancel()
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    result = close()
-                    if inspect.isawaitable(result):
-                        await result
+                    await _close_driver(driver)
+                nursery.cancel_scope.cancel()
+        finally:
             if opts.api_socket and api_sock is not None:
                 try:
                     os.unlink(opts.api_socket)
                 except OSError:
                     pass
     return 0
+
+
+async def _close_driver(driver) -> None:
+    close = getattr(driver, "aclose", None) or getattr(driver, "close", None)
+    if callable(close):
+        result = close()
+        if inspect.isawaitable(result):
+            await result
 
 
 def main(argv: list[str]) -> int:
@@ -467,7 +548,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as e:  # noqa: BLE001 - unwrap nursery exception groups
-        from rootlessnet.cli import find_user_error
+        from rootlessnet.errors import find_user_error
 
         err = find_user_error(e)
         if err is None:

@@ -13,8 +13,8 @@ import socket
 import pytest
 import trio
 
-from rootlessnet import slirp4netns as s4
-from rootlessnet import slirp4netns_api as api
+from rootlessnet.compat import slirp4netns as s4
+from rootlessnet.compat import slirp4netns_api as api
 from rootlessnet.errors import UserError
 from rootlessnet.port.spec import PortError, PortStatus, conflicts
 
@@ -299,10 +299,10 @@ def test_help_lists_what_we_support_and_nothing_else():
     text = s4.parse_args(["--help"])
     for flag in ("--configure", "--exit-fd", "--ready-fd", "--mtu", "--enable-ipv6", "--api-socket", "--cidr",
                  "--disable-host-loopback", "--netns-type", "--userns-path", "--disable-dns", "--macaddress",
-                 "--enable-sandbox", "--enable-seccomp"):
-        assert flag in text
-    for flag in ("--outbound-addr", "--create-sandbox"):
-        assert flag not in text  # rootlesskit enables features by grepping --help
+                 "--enable-sandbox", "--enable-seccomp", "--outbound-addr", "--outbound-addr6"):
+        assert flag in text  # podman and rootlesskit enable features by grepping --help
+    for flag in ("--create-sandbox",):
+        assert flag not in text
     assert s4.parse_args(["-h"]) == text
 
 
@@ -349,8 +349,16 @@ def test_short_and_long_forms():
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--outbound-addr=10.0.0.1", "1"], "--outbound-addr is not supported"),
-    (["--outbound-addr6", "::1", "1"], "--outbound-addr6 is not supported"),
+    (["--outbound-addr=192.0.2.1", "1"], "cannot bind to 192.0.2.1"),  # TEST-NET-1: no host has it
+    (["--outbound-addr=::1", "1"], "not an IPv4 address"),
+    (["--outbound-addr=no-such-if0", "1"], "neither an IPv4 address nor an interface with one"),
+    (["-6", "--outbound-addr6=127.0.0.1", "1"], "not an IPv6 address"),
+    (["--outbound-addr6", "::1", "1"], "--outbound-addr6 needs --enable-ipv6"),
+    (["--dns-upstream=[::1", "1"], "missing ']'"),
+    (["--dns-upstream=", "1"], "--dns-upstream is empty"),
+    (["--outbound=10.0.0.0/33", "1"], "--outbound: '10.0.0.0/33' is not a CIDR"),
+    (["1", "a b"], "TAPNAME 'a b'"),
+    (["1", "lo"], "TAPNAME 'lo'"),
     (["--create-sandbox", "1"], "--create-sandbox is not supported"),
     (["--target-type=bess", "1"], "--target-type=bess is not supported"),
     (["--bogus", "1"], "unrecognized arguments: --bogus"),
@@ -367,7 +375,7 @@ def test_short_and_long_forms():
     (["-c", "--macaddress", "zz", "1"], "use a unicast MAC"),
     (["-r", "987", "1"], "--ready-fd=987: not an open file descriptor"),
     (["-e", "x", "1"], "not a file descriptor number"),
-    (["1", "a-very-long-tap-name"], "use a name of 1-15 characters"),
+    (["1", "a-very-long-tap-name"], "use 1-15 letters"),
 ])
 def test_errors_are_one_line(argv, words, capsys):
     with pytest.raises(UserError) as e:
@@ -382,3 +390,37 @@ def test_help_flag_name_is_not_caught_as_unsupported_after_double_dash():
     # "--" ends the options: what follows is positional (a path may look like anything)
     o = s4.parse_args(["--netns-type=path", "--", "/run/netns/--enable-sandbox"])
     assert o.target == "/run/netns/--enable-sandbox"
+
+
+def test_outbound_addresses():
+    o = s4.parse_args(["--outbound-addr=127.0.0.2", "1"])
+    assert o.outbound_addr == "127.0.0.2" and o.net_config().outbound_addr == "127.0.0.2"
+    assert s4.parse_args(["--outbound-addr=lo", "1"]).outbound_addr == "127.0.0.1"  # an interface: its address
+    o = s4.parse_args(["-6", "--outbound-addr6=lo", "--outbound-addr6", "::1", "1"])
+    assert o.outbound_addr6 == "::1" and o.net_config().outbound_addr6 == "::1"
+
+
+def test_dns_upstream_and_outbound_extensions():
+    cfg = s4.parse_args(["--dns-upstream=127.0.0.1:5353", "--outbound=127.0.0.0/8", "1"]).net_config()
+    assert cfg.dns_upstream == ("127.0.0.1", 5353)
+    assert [str(n) for n in cfg.outbound] == ["127.0.0.0/8"]
+    assert s4.parse_args(["--disable-dns", "--dns-upstream=127.0.0.1", "1"]).net_config().dns_upstream is None
+
+
+@pytest.mark.parametrize("data", [
+    b"[" * 3000,  # once a RecursionError that ended the engine
+    b'{"execute": "add_hostfwd", "arguments": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    b"{" * 4095,
+    b'{"execute": "list_hostfwd", "x": ' + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}",
+])
+async def test_deep_json_is_a_parse_error(handler, driver, data):
+    assert api.is_complete(data) is False
+    assert await handler.handle(data) in (err("cannot parse JSON"), err("too large message"))
+    assert await handler.handle(req("list_hostfwd")) == b'{"entries":[]}'
+
+
+async def test_non_finite_numbers(handler, driver):
+    for value in (b"1e999", b"-1e999", b"Infinity", b"NaN"):
+        data = b'{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":' + value + b',"guest_port":80}}'
+        assert await handler.handle(data) in (err("add_hostfwd: bad arguments.host_port"), err("cannot parse JSON"))
+    assert driver.ports == {}
