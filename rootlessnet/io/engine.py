@@ -1,12 +1,14 @@
-"""io.engine: the trio shell around stack.core — taps, epoll, timers, NAT, links.
+"""io.engine: the shell around stack.core — taps, host sockets, timers, NAT, links.
 
-Tasks in one nursery: a tap reader per port (reads until EAGAIN, bounded
-batches, feeds the port's core), the host-socket reactor (one epoll for
-every host socket, level-triggered, handlers run synchronously), and the
-timer (sleeps until the earliest core deadline or impaired frame release;
-periodic sweeps of idle flows). After each wake-up `process()` dispatches
-core events, polls touched connections and writes all queued frames with
-one writev each.
+The datapath runs on one reactor (io.reactor): the tap fds and every host
+socket in one epoll, its timeout the earliest deadline of the cores, the
+impaired links, NDP and the idle sweep. A tap handler reads frames (a batch
+while they are big, one when it is small: the epoll tells of the next, so
+the interactive path raises no EAGAIN) and feeds the port's core; host
+socket handlers are io.nat's. After each wake-up `process()` dispatches core
+events, polls touched connections and writes all queued frames with one
+writev each. Trio runs only the control plane; `run()` owns the reactor's
+thread.
 
 A port is one tap and the guest behind it. The main port is the instance's
 namespace; `add_host` adds more (multi-host networks for the test harness):
@@ -19,21 +21,23 @@ from __future__ import annotations
 import errno
 import os
 import random
-import select
 import sys
 import time
+from contextlib import AbstractContextManager
 from typing import Any, Callable
 
 import trio
 
 from rootlessnet.io.nat import PingNat, TcpNat, UdpNat
 from rootlessnet.io.pcap import PcapWriter
+from rootlessnet.io.reactor import EPOLLIN, Reactor
 from rootlessnet.stack.config import NetConfig
 from rootlessnet.stack.core import EV_PING, EV_TCP_OPEN, EV_UDP, Core
 from rootlessnet.stack.impair import Impairment, LinkQueue
 
 TAP_BATCH = 64
 READ_SIZE = 65536 + 14 + 10 + 64
+SMALL_FRAME = 2048  # after a frame this small, stop reading: the epoll reports the next one
 SWEEP_INTERVAL = 1.0
 
 
@@ -147,6 +151,10 @@ class Port:
         return out
 
     def impair(self, imp: Impairment) -> None:
+        with self.engine.control():
+            self._impair(imp)
+
+    def _impair(self, imp: Impairment) -> None:
         self.link_stats = self.link_statistics()
         self.impairment = imp
         if imp.active:
@@ -195,26 +203,33 @@ def _dst_ip(buf, off: int) -> bytes | None:
 
 class Engine:
     def __init__(self, cfg: NetConfig, tap_fd: int, *, vnet: bool, offload: bool, pcap: str | None = None,
-                 warn: Callable[[str], None] | None = None):
+                 warn: Callable[[str], None] | None = None, hold: bool = False):
         self.cfg = cfg
         self.fd_limit = raise_fd_limit()
         self.socket_budget = socket_budget(cfg.limits, self.fd_limit)
-        self.ep = select.epoll()
-        self._handlers: dict[int, tuple[Callable, Any]] = {}
+        self.reactor = Reactor(self._after, self._handler_failed)
+        self.hold = hold  # the datapath starts at go() (the launcher confines itself first)
         self.main = Port(self, "main", cfg, tap_fd, vnet=vnet, offload=offload)
         self.ports: list[Port] = [self.main]
         self.by_ip: dict[bytes, Port] = {a: self.main for a in self.main.addresses}
         self.by_name: dict[str, Port] = {"main": self.main}
         self.groups: list[set[str]] | None = None  # partition
         self.pcap = PcapWriter(pcap) if pcap else None
-        self._timer_scope: trio.CancelScope | None = None
         self._next_sweep = 0.0
-        self._nursery: trio.Nursery | None = None
         self._warn = warn or (lambda text: print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True))
         self.started = trio.Event()
         self.sweepers: list[Callable[[float], None]] = []
         self._internal_reported = False
-        self.host_wakeups = 0  # wake-ups of the host-socket reactor (a spin shows here)
+        self.reactor.register(tap_fd, self._on_tap, self.main, EPOLLIN)
+
+    @property
+    def host_wakeups(self) -> int:
+        """Wake-ups of the datapath (a spin shows here)."""
+        return self.reactor.wakeups
+
+    def control(self) -> AbstractContextManager:
+        """Hold the datapath still to change it from another thread (the API, set-up)."""
+        return self.reactor.control()
 
     # the main port's parts, for the single-tap case and the slirp port driver
     @property
@@ -239,16 +254,17 @@ class Engine:
 
     # -- hosts (multi-host networks) ----------------------------------------------
     def add_host(self, name: str, cfg: NetConfig, tap_fd: int, *, vnet: bool, offload: bool) -> Port:
-        port = Port(self, name, cfg, tap_fd, vnet=vnet, offload=offload)
-        self.ports.append(port)
-        self.by_name[name] = port
-        for a in port.addresses:
-            self.by_ip[a] = port
-        for p in self.ports:  # every guest answers NDP for the others' addresses
-            if p.core.ndp is not None:
-                p.core.ndp.virtual_addrs.update(a for q in self.ports if q is not p for a in q.addresses if len(a) == 16)
-        if self._nursery is not None:
-            self._nursery.start_soon(self._tap_loop, port)
+        with self.control():
+            port = Port(self, name, cfg, tap_fd, vnet=vnet, offload=offload)
+            self.ports.append(port)
+            self.by_name[name] = port
+            for a in port.addresses:
+                self.by_ip[a] = port
+            for p in self.ports:  # every guest answers NDP for the others' addresses
+                if p.core.ndp is not None:
+                    p.core.ndp.virtual_addrs.update(a for q in self.ports if q is not p for a in q.addresses
+                                                    if len(a) == 16)
+            self.reactor.register(tap_fd, self._on_tap, port, EPOLLIN)
         return port
 
     def allowed(self, a: str, b: str) -> bool:
@@ -261,27 +277,23 @@ class Engine:
         return ga is None or gb is None or ga == gb
 
     def partition(self, groups: list[set[str]] | None) -> None:
-        self.groups = groups
-        for p in self.ports:
-            p.outside_blocked = not self.allowed(p.name, "host")
+        with self.control():
+            self.groups = groups
+            for p in self.ports:
+                p.outside_blocked = not self.allowed(p.name, "host")
 
-    # -- epoll registry (used by io.nat) ------------------------------------------
+    # -- the fd registry (used by io.nat and the slirp port driver) ------------------
     def register(self, fd: int, handler: Callable, ctx: Any, mask: int = 0) -> None:
-        self._handlers[fd] = (handler, ctx)
-        self.ep.register(fd, mask)
+        self.reactor.register(fd, handler, ctx, mask)
 
     def registered(self, fd: int) -> bool:
-        return fd in self._handlers
+        return self.reactor.registered(fd)
 
     def modify(self, fd: int, mask: int) -> None:
-        self.ep.modify(fd, mask)
+        self.reactor.modify(fd, mask)
 
     def unregister(self, fd: int) -> None:
-        if self._handlers.pop(fd, None) is not None:
-            try:
-                self.ep.unregister(fd)
-            except OSError:
-                pass
+        self.reactor.unregister(fd)
 
     def warn(self, text: str) -> None:
         self._warn(text)
@@ -317,52 +329,86 @@ class Engine:
 
     # -- the loop ---------------------------------------------------------------
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                for port in self.ports:
-                    nursery.start_soon(self._tap_loop, port)
-                nursery.start_soon(self._epoll_loop)
-                nursery.start_soon(self._timer_loop)
-                self.started.set()
-                task_status.started()
-        finally:
-            self._nursery = None
-            for port in self.ports:
-                port.close()
-            self.ep.close()
-            if self.pcap:
-                self.pcap.close()
+        """Own the datapath until cancelled; then close every port, the pcap and the epoll."""
 
-    async def _tap_loop(self, port: Port) -> None:
+        def started() -> None:
+            self.started.set()
+            task_status.started()
+
+        try:
+            await self.reactor.run(hold=self.hold, started=started)
+        finally:
+            with self.reactor.lock:
+                for port in self.ports:
+                    port.close()
+                self.reactor.close()
+                if self.pcap:
+                    self.pcap.close()
+
+    def go(self) -> None:
+        """Start the datapath (with hold=True, after the caller has finished its set-up)."""
+        self.reactor.go()
+
+    def _handler_failed(self, exc: BaseException, fd: int) -> None:
+        self._internal(self.main, exc)
+
+    def _on_tap(self, port: Port, ev: int, now: float) -> None:
+        """Frames from a port's guest: a batch while they are big, one when it is small."""
         fd = port.tap_fd
-        vnet = port.vnet
-        pcap = self.pcap
         read = os.read
-        off = 10 if vnet else 0
-        while True:
-            await trio.lowlevel.wait_readable(fd)
-            now = trio.current_time()
-            for _ in range(TAP_BATCH):
-                try:
-                    buf = read(fd, READ_SIZE)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno == errno.EBADFD:  # the namespace (and its tap) is gone
-                        return
-                    raise
-                if pcap:
-                    pcap.write(time.time(), [memoryview(buf)[off:]])
-                vflags = buf[0] if vnet and buf else 0
-                if port.ingress is not None:
-                    port.ingress.push((buf, vflags), len(buf), now)
-                else:
-                    self._ingress(port, buf, vflags, now)
+        pcap = self.pcap
+        vnet = port.vnet
+        ingress = port.ingress
+        for _ in range(TAP_BATCH):
+            try:
+                buf = read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno in (errno.EBADFD, errno.EIO):  # the namespace (and its tap) is gone
+                    self.reactor.unregister(fd)
+                    return
+                raise
+            if pcap:
+                pcap.write(time.time(), [memoryview(buf)[10 if vnet else 0:]])
+            vflags = buf[0] if vnet and buf else 0
+            if ingress is not None:
+                ingress.push((buf, vflags), len(buf), now)
+            else:
+                self._ingress(port, buf, vflags, now)
+            if len(buf) < SMALL_FRAME:
+                break
+        if ingress is not None:
+            self._drain_ingress(port, now)
+
+    def _after(self, now: float) -> float | None:
+        """After each wake-up: due timers, then process(); returns the next deadline."""
+        for port in self.ports:
+            core = port.core
+            d = core.next_deadline()
+            if d is not None and d <= now:
+                core.run_timers(now)
+            if port._ndp_at is not None and port._ndp_at <= now:
+                port._ndp_at = core.ndp_poll(now)
             if port.ingress is not None:
                 self._drain_ingress(port, now)
-            self.process(now)
-            await trio.lowlevel.checkpoint_if_cancelled()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            for port in self.ports:
+                port.tcp.sweep(now)
+                port.udp.sweep(now)
+                port.ping.sweep(now)
+            for sweep in self.sweepers:
+                sweep(now)
+        self.process(now)
+        d = self._next_sweep
+        for port in self.ports:
+            for t in (port.core.next_deadline(), port._ndp_at,
+                      port.ingress.next_at() if port.ingress is not None else None,
+                      port.egress.next_at() if port.egress is not None else None):
+                if t is not None and t < d:
+                    d = t
+        return d
 
     def _ingress(self, port: Port, buf: bytes, vflags: int, now: float) -> None:
         """A frame from `port`'s guest, after its link: switch it, or hand it to the core."""
@@ -410,60 +456,6 @@ class Engine:
         else:
             dst.switched.append(item)
 
-    async def _epoll_loop(self) -> None:
-        ep = self.ep
-        handlers = self._handlers
-        while True:
-            await trio.lowlevel.wait_readable(ep.fileno())
-            self.host_wakeups += 1
-            now = trio.current_time()
-            for fd, ev in ep.poll(0, 1024):
-                h = handlers.get(fd)
-                if h is not None:
-                    try:
-                        h[0](h[1], ev, now)
-                    except Exception as e:  # noqa: BLE001 - a bug in a handler: report it, stop watching that fd
-                        self._internal(self.main, e)
-                        self.unregister(fd)
-            self.process(now)
-
-    async def _timer_loop(self) -> None:
-        while True:
-            with trio.CancelScope() as scope:
-                self._timer_scope = scope
-                self._arm_timer()
-                await trio.sleep_forever()
-            now = trio.current_time()
-            for port in self.ports:
-                port.core.run_timers(now)
-                if port.cfg.ipv6:
-                    port._ndp_at = port.core.ndp_poll(now)
-                if port.ingress is not None:
-                    self._drain_ingress(port, now)
-            if now >= self._next_sweep:
-                self._next_sweep = now + SWEEP_INTERVAL
-                for port in self.ports:
-                    port.tcp.sweep(now)
-                    port.udp.sweep(now)
-                    port.ping.sweep(now)
-                for sweep in self.sweepers:
-                    sweep(now)
-            self.process(now)
-
-    def _arm_timer(self) -> None:
-        scope = self._timer_scope
-        if scope is None:
-            return
-        d = self._next_sweep
-        for port in self.ports:
-            for t in (port.core.next_deadline(), port._ndp_at,
-                      port.ingress.next_at() if port.ingress is not None else None,
-                      port.egress.next_at() if port.egress is not None else None):
-                if t is not None and t < d:
-                    d = t
-        if d < scope.deadline:
-            scope.deadline = d
-
     def process(self, now: float) -> None:
         """Dispatch core events and notices until quiet (bounded), then write frames."""
         for port in self.ports:
@@ -505,7 +497,6 @@ class Engine:
                 frames = port.egress.due(now)
             if frames:
                 self._write(port, frames)
-        self._arm_timer()
 
     def _write(self, port: Port, frames: list[list]) -> None:
         fd = port.tap_fd
@@ -526,6 +517,10 @@ class Engine:
                 pcap.write(time.time(), [parts[0][off:], *parts[1:]])
 
     def statistics(self) -> dict[str, Any]:
+        with self.reactor.lock:
+            return self._statistics()
+
+    def _statistics(self) -> dict[str, Any]:
         s = self.main.core.statistics()
         s["udp_flows"] = len(self.main.udp.flows)
         s["ping_flows"] = len(self.main.ping.flows)
@@ -551,3 +546,68 @@ def _finish_checksum(buf: bytes) -> bytes:
     b[csum_at : csum_at + 2] = (0xFFFF - ones_sum(b[start:])).to_bytes(2, "big") if ones_sum(b[start:]) != 0xFFFF else b"\xff\xff"
     b[0] = 0
     return bytes(b)
+
+
+class NetworkApi:
+    """API extensions for multi-host networks: /v1/hosts, /v1/links, /v1/partition."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    async def handle(self, method: str, path: str, body: bytes):
+        import ipaddress
+        import json
+
+        eng = self.engine
+        if path == "/v1/hosts":
+            if method != "GET":
+                raise ValueError("use GET /v1/hosts")
+            return 200, [{"name": p.name, "ipv4": str(ipaddress.ip_address(p.cfg.guest)),
+                          "ipv6": str(ipaddress.ip_address(p.cfg.guest6)) if p.cfg.ipv6 else None}
+                         for p in eng.ports[1:]]
+        if path == "/v1/links":
+            return 200, {p.name: p.impairment.to_json() for p in eng.ports}
+        if path.startswith("/v1/links/"):
+            name = path[len("/v1/links/"):]
+            port = eng.by_name.get(name)
+            if port is None:
+                return 404, {"message": f"no host named {name!r} (see GET /v1/hosts)"}
+            if method == "GET":
+                return 200, port.impairment.to_json()
+            if method != "PUT":
+                raise ValueError("use GET or PUT /v1/links/NAME")
+            try:
+                obj = json.loads(body or b"{}")
+            except ValueError as e:
+                raise ValueError(f"bad JSON: {e}") from None
+            imp = Impairment.from_json(obj)
+            port.impair(imp)
+            return 200, imp.to_json()
+        if path == "/v1/partition":
+            if method == "DELETE":
+                eng.partition(None)
+                return 200, None
+            if method == "GET":
+                return 200, {"groups": [sorted(g) for g in eng.groups or []]}
+            if method != "PUT":
+                raise ValueError("use GET, PUT or DELETE /v1/partition")
+            try:
+                obj = json.loads(body or b"{}")
+            except ValueError as e:
+                raise ValueError(f"bad JSON: {e}") from None
+            groups = obj.get("groups") if isinstance(obj, dict) else None
+            if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups):
+                raise ValueError('the body must be {"groups": [["a"], ["b", "c"]]}')
+            known = set(eng.by_name) | {"host"}
+            for g in groups:
+                for n in g:
+                    if n not in known:
+                        raise ValueError(f"unknown host {n!r}: use {', '.join(sorted(known))}")
+            seen: set[str] = set()
+            for g in groups:
+                if seen & set(g):
+                    raise ValueError(f"{sorted(seen & set(g))} appear in two groups")
+                seen |= set(g)
+            eng.partition([set(g) for g in groups])
+            return 200, {"groups": [sorted(g) for g in groups]}
+        return None

@@ -73,21 +73,23 @@ class SlirpPortDriver:
         status = PortStatus(self._next_id, spec)
         self._next_id += 1
         port = _Port(status, socks, target)
-        self.ports[status.id] = port
-        for s in socks:
-            self.engine.register(s.fileno(), self._on_tcp if spec.base_proto == "tcp" else self._on_udp, (port, s))
-            self.engine.modify(s.fileno(), select.EPOLLIN)
+        with self.engine.control():  # the datapath thread serves these listeners
+            self.ports[status.id] = port
+            for s in socks:
+                self.engine.register(s.fileno(), self._on_tcp if spec.base_proto == "tcp" else self._on_udp,
+                                     (port, s), select.EPOLLIN)
         return status
 
     async def remove(self, port_id: int) -> None:
-        port = self.ports.pop(port_id, None)
-        if port is None:
-            raise PortError(f"unknown port ID {port_id}")
-        for s in port.socks:
-            self.engine.unregister(s.fileno())
-            s.close()
-        for key, _last in port.udp.values():
-            self.engine.udp_inbound.pop(key, None)
+        with self.engine.control():
+            port = self.ports.pop(port_id, None)
+            if port is None:
+                raise PortError(f"unknown port ID {port_id}")
+            for s in port.socks:
+                self.engine.unregister(s.fileno())
+                s.close()
+            for key, _last in port.udp.values():
+                self.engine.udp_inbound.pop(key, None)
 
     async def close(self) -> None:
         for pid in list(self.ports):

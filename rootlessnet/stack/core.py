@@ -94,7 +94,7 @@ class Core:
         self.limits = lim
         self.mem = MemPool(lim.tcp_mem)
         self.tcp_cfg4 = tcp_config or TcpConfig(local_mss=mss4, recv_buffer=lim.tcp_rmem, send_buffer=lim.tcp_wmem,
-                                                 ack_every=1, delayed_ack=0.001, default_peer_mss=536,
+                                                 ack_every=0, default_peer_mss=536,
                                                  max_ooo_blocks=lim.ooo_blocks, mem=self.mem)
         self.tcp_cfg6 = TcpConfig(**{k: getattr(self.tcp_cfg4, k) for k in self.tcp_cfg4.__slots__} | {
             "local_mss": cfg.mtu - 60, "default_peer_mss": 1220})

@@ -446,7 +446,9 @@ def test_auto_is_the_default_and_false_turns_it_off(tmp_path):
         s_on, s_off = status(on.launcher), status(off.launcher)
         info_on, info_off = (json.loads(rn("info", "--json", "--state-dir", str(i.state), check=True).stdout)["sandbox"]
                              for i in (on, off))
-        threads = len(os.listdir(f"/proc/{on.launcher}/task"))
+        tasks = os.listdir(f"/proc/{on.launcher}/task")
+        threads = len(tasks)
+        per_thread = [status(f"{on.launcher}/task/{t}") for t in tasks]
     finally:
         results = [on.release(), off.release()]
     assert all(rc == 0 for rc, _ in results), results
@@ -457,7 +459,11 @@ def test_auto_is_the_default_and_false_turns_it_off(tmp_path):
         assert s_on["Seccomp"] == "2" and info_on["seccomp"] == "on"
     if ABI >= 1:
         assert info_on["landlock"] == "on" and info_on["landlockThreads"] == "all" and info_on["notes"] == []
-    assert threads == 1
+    # trio's thread and the datapath's, which starts after confinement and so inherits all of it
+    assert threads == 2
+    assert all(t["NoNewPrivs"] == "1" for t in per_thread)
+    if ARCH is not None:
+        assert all(t["Seccomp"] == "2" for t in per_thread)
 
 
 @requires_userns
@@ -487,14 +493,13 @@ def test_temporary_state_dir_is_removed_by_the_confined_launcher(tmp_path):
 
 @requires_userns
 def test_bad_values_are_one_line():
-    for flags, value in ((["--sandbox=maybe"], "'maybe'"), (["--slirp4netns-seccomp", "on"], "'on'")):
+    for flags in (["--sandbox=maybe"], ["--slirp4netns-seccomp", "on"]):
         r = rn("run", *flags, "--", "true")
-        line = one_line_error(r.stderr)
-        assert r.returncode == 2 and f"unknown --{flags[0][2:].split('=')[0]} {value}: use one of auto, true, false" in line, line
+        assert r.returncode == 2 and "invalid choice" in one_line_error(r.stderr)
 
 
 def test_in_process_users_are_not_confined_unless_asked():
-    from rootlessnet.instance import RunOptions
+    from rootlessnet.ns.launcher import RunOptions
 
     assert RunOptions(["x"]).sandbox_modes() == ("false", "false")  # tests, the harness's trio API
     assert RunOptions(["x"], own_process=True).sandbox_modes() == ("auto", "auto")  # the CLI
@@ -507,7 +512,7 @@ def test_in_process_users_are_not_confined_unless_asked():
 def test_open_instance_leaves_the_calling_process_alone():
     import trio
 
-    from rootlessnet.instance import RunOptions, open_instance
+    from rootlessnet.ns.launcher import RunOptions, open_instance
 
     async def main():
         async with open_instance(RunOptions(["true"], quiet=True, dns_upstream="127.0.0.1:9")) as inst:
@@ -557,6 +562,6 @@ def test_slirp4netns_front_end_confines_itself(tmp_path, target, servers, slirps
     assert auto.ready == b"1" and plain.ready == b"1"
     assert status(auto.proc.pid)["Seccomp"] == "2" and status(plain.proc.pid)["NoNewPrivs"] == "0"
     monkeypatch.setenv("ROOTLESSNET_SANDBOX", "maybe")
-    bad = subprocess.run([sys.executable, "-m", "rootlessnet.compat.slirp4netns", str(target.pid)], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "rootlessnet.slirp4netns", str(target.pid)], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode != 0 and "ROOTLESSNET_SANDBOX='maybe': use auto, true or false" in one_line_error(bad.stderr)

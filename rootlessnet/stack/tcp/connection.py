@@ -72,8 +72,9 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2", "max_snd_wnd",
         "snd_wscale", "rcv_wscale", "rcv_nxt", "send_mss", "_max_tx",
         "_ws_ok", "_sb", "_rb", "_reasm", "_sb_seq", "_rcv_off", "_adv_edge", "_sws_thresh",
-        "_ack_bytes", "_fin_seq", "_close_deferred", "_orphan", "_syn_acked", "_peer_fin",
+        "_fin_seq", "_close_deferred", "_orphan", "_syn_acked", "_peer_fin",
         "_ack_now", "_wupd", "_delack_at", "_segs_unacked", "_bytes_unacked",
+        "_quick", "_pingpong", "_lrcv_t", "_rcv_mss", "_more",
         "_rtt", "_rtt_seq", "_rtt_t", "_cc", "_rto_at", "_retries",
         "_persist_at", "_persist_ivl", "_probes", "_tw_at", "_fw2_at", "_ka_at", "_ka_probes",
         "_out", "_notice", "_now", "_want_output", "_oow_at",
@@ -104,7 +105,6 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         self._rcv_off = 0
         self._adv_edge = 0
         self._sws_thresh = max(1, min(cfg.recv_buffer // 2, cfg.local_mss))
-        self._ack_bytes = 2 * cfg.local_mss
         self._fin_seq = None
         self._close_deferred = False
         self._orphan = False
@@ -115,6 +115,11 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         self._delack_at = None
         self._segs_unacked = 0
         self._bytes_unacked = 0
+        self._more = False  # the application has more data coming at once (see send)
+        self._quick = 0  # quick ACKs left (Linux's icsk_ack.quick)
+        self._pingpong = False  # interactive: ACKs wait to ride on our answer
+        self._lrcv_t = None  # when data last arrived
+        self._rcv_mss = max(88, min(536, cfg.local_mss))  # the peer's segment size, as Linux estimates it
         self._rtt = RtoEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
         self._rtt_seq = None
         self._rtt_t = 0.0
@@ -317,11 +322,17 @@ class TcpConnection(ReceiverMixin, SenderMixin):
         """Bytes send() would accept now (0 once closed)."""
         return self._sb.space() if self._can_send() else 0
 
-    def send(self, data) -> int:
-        """Buffer up to send_space() bytes; returns how many were taken."""
+    def send(self, data, more: bool = False) -> int:
+        """Buffer up to send_space() bytes; returns how many were taken.
+
+        ``more``: the caller expects more data at once (it read a full chunk from the host),
+        so a segment tail shorter than the MSS waits for it while data is in flight, as
+        MSG_MORE / TCP_CORK would make it; the next send() without it lets the tail go.
+        """
         if not self._can_send():
             raise TcpError(f"send() after close()/reset (state {self.state.value})")
         n = self._sb.append(data)
+        self._more = more
         if n:
             self._want_output = True
         return n

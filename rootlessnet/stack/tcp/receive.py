@@ -385,13 +385,26 @@ class ReceiverMixin:
         if fin or (reasm.fin_off is not None and reasm.fin_off == self._rcv_off):
             self._process_fin()
             return
-        # Delayed ACK (RFC 9293 §3.8.6.3): every ack_every segments or 2 full-sized.
+        # Delayed ACK as Linux does it (tcp_event_data_recv, __tcp_ack_snd_check): quick ACKs
+        # for the first segments and after an idle RTO, unless the flow is interactive
+        # (pingpong: we answer within the ACK delay, so the ACK rides on the answer); else an
+        # ACK once more than one full segment is unacknowledged (RFC 9293 §3.8.6.3: at least
+        # every second full-sized one), or after the delay.
+        if n:
+            last = self._lrcv_t
+            if last is None or now - last > self._rtt.rto:
+                q = (rb.cap - len(rb)) // (2 * self._rcv_mss)
+                self._quick = min(self.cfg.quickack, q if q > 2 else 2)
+            self._lrcv_t = now
+            if n > self._rcv_mss:
+                self._rcv_mss = n if n < self.cfg.local_mss else self.cfg.local_mss
         self._segs_unacked += 1
         self._bytes_unacked += n
         if (
             ack_now
-            or self._segs_unacked >= self.cfg.ack_every
-            or self._bytes_unacked >= self._ack_bytes
+            or self._bytes_unacked > self._rcv_mss
+            or 0 < self.cfg.ack_every <= self._segs_unacked
+            or (self._quick and not self._pingpong)
         ):
             self._ack_now = True
             self._want_output = True

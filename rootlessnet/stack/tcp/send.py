@@ -43,10 +43,13 @@ class SenderMixin:
             st.bytes_out += len(seg.payload)
         if seg.ack is not None:
             # Every segment with ACK acknowledges RCV.NXT: nothing pending any more.
+            if self._segs_unacked:
+                if self._quick:
+                    self._quick -= 1
+                self._segs_unacked = 0
+                self._bytes_unacked = 0
             self._ack_now = False
             self._delack_at = None
-            self._segs_unacked = 0
-            self._bytes_unacked = 0
 
     def _window_field(self) -> int:
         """Raw window for an outgoing non-SYN segment, with receiver SWS avoidance.
@@ -193,6 +196,10 @@ class SenderMixin:
                     n = 0
                 elif n > mss:
                     n -= n % mss
+            elif n == avail and self._more and flight > 0 and not fin_pending:
+                # The rest of the application's data is on its way: no runt tail now (the
+                # tail goes with it, or when nothing is in flight any more).
+                n = n - n % mss if n > mss else 0
             if n <= 0:
                 if not (fin_pending and avail <= 0):
                     break
@@ -206,6 +213,8 @@ class SenderMixin:
             else:
                 ctl = _NONE
             self._emit(Segment(nxt, self.rcv_nxt, ctl, self._window_field(), payload))
+            if n and self._lrcv_t is not None and now - self._lrcv_t < self.cfg.delayed_ack:
+                self._pingpong = True  # we answer within the ACK delay: interactive (Linux's pingpong)
             end = (nxt + n + fin) & MASK
             if _sub(nxt, self.snd_max) < 0:
                 self.stats.retransmits += 1
@@ -295,6 +304,7 @@ class SenderMixin:
         if t is not None and now >= t:
             self._delack_at = None
             self._ack_now = True
+            self._pingpong = False  # the delayed ACK was not carried by an answer: leave interactive mode
 
     def _on_rto(self, now: float) -> None:
         if self.snd_max == self.snd_una:

@@ -72,6 +72,7 @@ class TcpConfig:
         "fin_wait_2_timeout",
         "keepalive",
         "initial_window_segments",
+        "quickack",
         "max_ooo_blocks",
         "mem",
         "rto_fallback",
@@ -86,7 +87,7 @@ class TcpConfig:
         send_buffer: int = 256 * 1024,
         window_scaling: bool = True,
         default_peer_mss: int = 536,  # RFC 9293 §3.7.1 (IPv4); the engine passes 1220 for IPv6
-        ack_every: int = 2,  # RFC 9293 §3.8.6.3: ACK at least every 2nd full-sized segment
+        ack_every: int = 2,  # also ACK every this many segments, whatever their size (0: only Linux's byte rule)
         delayed_ack: float = 0.040,  # Linux's delack floor (RFC 9293: < 0.5 s)
         rto_initial: float = 1.0,  # RFC 6298 §2.1
         rto_min: float = 0.2,  # Linux TCP_RTO_MIN (RFC 6298 says 1 s)
@@ -97,13 +98,14 @@ class TcpConfig:
         fin_wait_2_timeout: float = 60.0,  # Linux tcp_fin_timeout (orphans only)
         keepalive: tuple[float, float, int] | None = None,  # (idle, interval, count)
         initial_window_segments: int = 10,  # RFC 6928
+        quickack: int = 16,  # quick ACKs at the start and after idle (Linux TCP_MAX_QUICKACKS); 0: none
         max_ooo_blocks: int = 256,
         mem=None,  # a buffers.MemPool shared by the engine's connections (None: no global limit)
         rto_fallback: float = 3.0,  # RFC 6298 §5.7 (no RTT sample from the handshake), Linux TCP_TIMEOUT_FALLBACK
         oow_ack_interval: float = 0.5,  # RFC 5961 §7 ACK throttling, Linux tcp_invalid_ratelimit (0: off)
     ) -> None:
-        if local_mss < 64 or recv_buffer < 1 or send_buffer < 1 or ack_every < 1:
-            raise ValueError("TcpConfig: local_mss >= 64, buffers >= 1, ack_every >= 1")
+        if local_mss < 64 or recv_buffer < 1 or send_buffer < 1 or ack_every < 0:
+            raise ValueError("TcpConfig: local_mss >= 64, buffers >= 1, ack_every >= 0")
         self.local_mss = local_mss
         self.recv_buffer = recv_buffer
         self.send_buffer = send_buffer
@@ -120,6 +122,7 @@ class TcpConfig:
         self.fin_wait_2_timeout = fin_wait_2_timeout
         self.keepalive = keepalive
         self.initial_window_segments = initial_window_segments
+        self.quickack = quickack
         self.max_ooo_blocks = max_ooo_blocks
         self.mem = mem
         self.rto_fallback = rto_fallback

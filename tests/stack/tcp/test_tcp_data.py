@@ -16,24 +16,56 @@ S = L + 1  # first data byte from us
 
 # ---------------------------------------------------------------- receiving
 def test_in_order_data_is_readable_and_acked_every_second_segment():
-    c = passive()
+    c = passive(TcpConfig(quickack=0))  # past the quick ACKs of the start
     n = c.receive(seg(R, S, data=b"hello "), 0)
     assert n & Notice.READABLE and c.readable() == 6
-    nothing(c, now=0)  # first small segment: ACK delayed
-    c.receive(seg(R + 6, S, flags="PA", data=b"world"), 0.001)
-    expect(c, {"seq": S, "ack": R + 11, "ctl": "NONE"}, now=0.001)
-    assert bytes(c.peek(100)) == b"hello world"
+    nothing(c, now=0)  # a small segment: ACK delayed
+    c.receive(seg(R + 6, S, flags="PA", data=b"w" * 600), 0.001)  # more than one full segment unacked
+    expect(c, {"seq": S, "ack": R + 606, "ctl": "NONE"}, now=0.001)
+    assert bytes(c.peek(6)) == b"hello "
     assert c.consume(6) == 6
-    assert bytes(c.read(100)) == b"world" and c.readable() == 0
+    assert bytes(c.read(1000)) == b"w" * 600 and c.readable() == 0
 
 
 def test_delayed_ack_timer_40ms():
-    c = passive()
+    c = passive(TcpConfig(quickack=0))
     c.receive(seg(R, S, data=b"x"), 1.0)
     assert c.poll_at() == pytest.approx(1.04)
     nothing(c, now=1.03)
     expect(c, {"ack": R + 1}, now=1.04)
     assert c.poll_at() is None
+
+
+def test_quick_acks_at_the_start_then_delayed():
+    """As Linux: the first segments are ACKed at once (icsk_ack.quick, at most 16)."""
+    c = passive()
+    for i in range(16):
+        c.receive(seg(R + i, S, data=b"q"), i * 0.1)
+        expect(c, {"ack": R + i + 1}, now=i * 0.1)
+    c.receive(seg(R + 16, S, data=b"q"), 1.6)
+    nothing(c, now=1.6)  # quick ACKs used up: delayed
+    expect(c, {"ack": R + 17}, now=1.65)
+
+
+def test_interactive_flow_acks_ride_on_the_answer():
+    """Pingpong (Linux): once we answer within the ACK delay, a request's ACK waits for the
+    answer and rides on it: one segment per request instead of two."""
+    c = passive()
+    t = 0.0
+    for i in range(3):  # request, immediate answer: the flow becomes interactive
+        c.receive(seg(R + i, S + i, data=b"r"), t)
+        c.send(b"a")
+        c.poll(t)
+        c.take_output()
+        t += 0.01
+    c.receive(seg(R + 3, S + 3, data=b"r"), t)
+    nothing(c, now=t)  # no bare ACK for the request
+    c.send(b"a")
+    expect(c, {"seq": S + 3, "ack": R + 4, "data": b"a"}, now=t + 0.0001)  # the ACK rides on the answer
+    c.receive(seg(R + 4, S + 4, data=b"r"), t + 1)
+    nothing(c, now=t + 1)
+    expect(c, {"ack": R + 5}, now=t + 1.04)  # no answer this time: the delayed ACK, and interactive mode ends
+    assert not c._pingpong
 
 
 def test_super_segment_acked_at_once():
@@ -43,7 +75,7 @@ def test_super_segment_acked_at_once():
 
 
 def test_ack_every_one_for_bulk():
-    c = passive(TcpConfig(ack_every=1))
+    c = passive(TcpConfig(ack_every=1, quickack=0))
     c.receive(seg(R, S, data=b"a"), 0)
     expect(c, {"ack": R + 1}, now=0)
 

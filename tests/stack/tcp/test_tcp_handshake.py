@@ -29,7 +29,7 @@ def test_passive_open_with_mss_and_wscale():
 
 
 def test_no_wscale_when_peer_did_not_offer():
-    cfg = TcpConfig(recv_buffer=1 << 20)
+    cfg = TcpConfig(recv_buffer=1 << 20, quickack=0)
     c = TcpConnection.from_syn(seg(G, flags="S", mss=1460), now=0, iss=L, config=cfg)
     c.accept(0)
     (synack,) = expect(c, {"ctl": "SYN", "wscale": None, "win": 65535})
