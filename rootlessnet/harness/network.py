@@ -16,7 +16,6 @@ Each host is its own network namespace inside the instance (pinned at
 from __future__ import annotations
 
 import datetime
-import math
 import re
 import subprocess
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ MAX_HOSTS = 100  # 10.0.2.101 .. 10.0.2.200
 MAX_DELAY = 60.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 RESERVED = (OUTSIDE, MAIN)
-FRACTIONS = ("loss", "reorder", "duplicate", "corrupt")
 
 
 def check_names(names: Any) -> list[str]:
@@ -53,41 +51,48 @@ def check_names(names: Any) -> list[str]:
     return out
 
 
-def _seconds(name: str, v: Any) -> float:
-    if isinstance(v, datetime.timedelta):
-        v = v.total_seconds()
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"impair({name}={v!r}): use a number of seconds >= 0 (0.1 = 100 ms)")
-    if v > MAX_DELAY:
-        raise ValueError(f"impair({name}={v!r}): {v:g} s is over {MAX_DELAY:g} s; "
-                         "delays are in seconds (0.1 = 100 ms)")
-    return float(v)
+def impairment(*, netem: str | None = None, **params: Any) -> dict[str, Any]:
+    """Validate impairment settings (stack.impair.Impairment's fields, and/or tc netem's words
+    in `netem=`); the JSON body for the API. A bad value raises ImpairmentError (a ValueError)
+    naming the parameter and its range; `timedelta`s are taken for times."""
+    from rootlessnet.stack.impair import Impairment, ImpairmentError
+
+    unknown = sorted(set(params) - set(IMPAIRMENT_FIELDS))
+    if unknown:
+        raise TypeError(f"impair(): unknown parameter(s) {', '.join(unknown)}; known: netem, {', '.join(IMPAIRMENT_FIELDS)}")
+    if netem is not None:
+        from rootlessnet.stack.netem import parse_netem
+
+        if not isinstance(netem, str):
+            raise TypeError(f"impair(netem={netem!r}): give tc netem's words as a string, e.g. 'delay 100ms loss 1%'")
+        params = {**parse_netem(netem), **params}
+    for name in ("delay", "jitter"):
+        if isinstance(params.get(name), datetime.timedelta):
+            params[name] = params[name].total_seconds()
+    if params.get("seed") is None:
+        params.pop("seed", None)
+    try:
+        return Impairment(**params).to_json()
+    except ImpairmentError as e:
+        raise ImpairmentError(e.parameter, e.value, e.allowed, context="impair") from None
 
 
-def impairment(*, delay: Any = 0, jitter: Any = 0, loss: Any = 0, rate: Any = None, reorder: Any = 0,
-               duplicate: Any = 0, corrupt: Any = 0, seed: Any = None, limit: Any = 1000) -> dict[str, Any]:
-    """Validate impairment values; the JSON body for PUT /v1/links/NAME."""
-    body: dict[str, Any] = {"delay": _seconds("delay", delay), "jitter": _seconds("jitter", jitter)}
-    for name, v in (("loss", loss), ("reorder", reorder), ("duplicate", duplicate), ("corrupt", corrupt)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or not 0 <= v <= 1:
-            hint = " (20 % is 0.2)" if isinstance(v, (int, float)) and not isinstance(v, bool) and 1 < v <= 100 else ""
-            raise ValueError(f"impair({name}={v!r}): use a fraction between 0 and 1{hint}")
-        body[name] = float(v)
-    if rate is not None:
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not math.isfinite(rate) or rate < 1000:
-            raise ValueError(f"impair(rate={rate!r}): use bits per second >= 1000 (1_000_000 = 1 Mbit/s), "
-                             "or None for no limit")
-        body["rate"] = rate
-    else:
-        body["rate"] = None
-    if seed is not None:
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ValueError(f"impair(seed={seed!r}): use an integer")
-        body["seed"] = seed
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1_000_000:
-        raise ValueError(f"impair(limit={limit!r}): use a number of frames in 1..1000000 (netem's default is 1000)")
-    body["limit"] = limit
-    return body
+def _field_names() -> tuple[str, ...]:
+    from dataclasses import fields
+
+    from rootlessnet.stack.impair import Impairment
+
+    return tuple(f.name for f in fields(Impairment))
+
+
+IMPAIRMENT_FIELDS = _field_names()
+DIRECTIONS = ("both", "up", "down")
+
+
+def _direction(direction: Any) -> str:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction={direction!r}: use 'up' (what the host sends), 'down' (what it receives) or 'both'")
+    return direction
 
 
 def partition_body(groups: Sequence[Any], known: list[str]) -> dict[str, Any]:
@@ -183,32 +188,84 @@ class Host(_HostBase, _Runner):
 
 
 class Link:
-    """The link between one host and the engine's switch: impairments apply to
-    frames in both directions on it (to other hosts and to the outside)."""
+    """The link between one host (or "main") and the engine's switch. "up" carries what the host
+    sends, "down" what it receives; impairments, holds and statistics per direction or both."""
 
     def __init__(self, core: Core, name: str):
         self._core = core
         self.name = name
 
-    def impair(self, **kw: Any) -> dict[str, Any]:
-        """Replace this link's impairment: delay=, jitter= (seconds), loss=,
-        reorder=, duplicate=, corrupt= (fractions 0..1), rate= (bit/s), seed=, limit= (frames queued)."""
-        body = impairment(**kw)
+    def impair(self, *, direction: str = "both", netem: str | None = None, **params: Any) -> dict[str, Any]:
+        """Replace this link's impairment (in `direction`): netem's parameters as keywords
+        (delay=, jitter=, distribution=, loss=, rate=, slot=, ... see docs/harness.md) and/or
+        tc's words in netem="delay 100ms 10ms distribution normal loss 1%". Takes effect at once."""
+        body = impairment(netem=netem, **params)
         self._core.check_running()
-        return self._core.api.request("PUT", f"/v1/links/{self.name}", body)
+        return self._core.api.request("PUT", f"/v1/links/{self.name}", {**body, "direction": _direction(direction)})
 
-    def clear(self) -> dict[str, Any]:
-        """No impairment any more."""
+    def clear(self, direction: str = "both") -> None:
+        """No impairment any more (in `direction`)."""
         self._core.check_running()
-        return self._core.api.request("PUT", f"/v1/links/{self.name}", {})
+        self._core.api.request("PUT", f"/v1/links/{self.name}", {"direction": _direction(direction)})
+
+    def hold(self, direction: str = "both") -> None:
+        """Frames queue on this link (up to its limit) until release()."""
+        self._core.check_running()
+        self._core.api.request("PUT", "/v1/holds", {"link": self.name, "direction": _direction(direction)})
+
+    def release(self, direction: str = "both") -> None:
+        """The held frames leave, in order; later ones pass as usual."""
+        self._core.check_running()
+        self._core.api.request("DELETE", "/v1/holds", {"link": self.name, "direction": _direction(direction)})
 
     @property
     def settings(self) -> dict[str, Any]:
+        """{"up": settings, "down": settings}."""
         self._core.check_running()
-        return self._core.api.request("GET", "/v1/links").get(self.name, {})
+        got = self._core.api.request("GET", f"/v1/links/{self.name}")
+        return {d: got[d] for d in ("up", "down")}
+
+    @property
+    def statistics(self) -> dict[str, int]:
+        """Counters of both directions: frames, lost, duplicated, corrupted, reordered, overlimit, delivered, queued."""
+        self._core.check_running()
+        return self._core.api.request("GET", f"/v1/links/{self.name}")["statistics"]
 
     def __repr__(self) -> str:
         return f"<link {self.name}>"
+
+
+class Pair:
+    """Frames from one host to another (`both=True`: and back), after the sender's link and
+    before the receiver's. "host" (the outside) and "main" can be either end."""
+
+    def __init__(self, core: Core, src: str, dst: str, both: bool):
+        self._core = core
+        self.src, self.dst, self.both = src, dst, both
+
+    def impair(self, *, netem: str | None = None, **params: Any) -> dict[str, Any]:
+        body = impairment(netem=netem, **params)
+        self._core.check_running()
+        return self._core.api.request("PUT", f"/v1/pairs/{self.src}/{self.dst}", {**body, "both": self.both})
+
+    def clear(self) -> None:
+        self._core.check_running()
+        self._core.api.request("PUT", f"/v1/pairs/{self.src}/{self.dst}", {"both": self.both})
+
+    def hold(self) -> None:
+        self._core.check_running()
+        self._core.api.request("PUT", "/v1/holds", {"pair": [self.src, self.dst], "both": self.both})
+
+    def release(self) -> None:
+        self._core.check_running()
+        self._core.api.request("DELETE", "/v1/holds", {"pair": [self.src, self.dst], "both": self.both})
+
+    def __repr__(self) -> str:
+        return f"<pair {self.src}{'<->' if self.both else '->'}{self.dst}>"
+
+
+def _members(x: Any) -> list[str]:
+    return [x] if isinstance(x, str) else list(x)
 
 
 class Network(Sandbox):
@@ -248,16 +305,59 @@ class Network(Sandbox):
             raise UnknownHostError(name, self.names + [MAIN])
         return Link(self._core, name)
 
+    def pair(self, src: str, dst: str, *, both: bool = False) -> Pair:
+        """Frames from `src` to `dst` (and back with both=True): hosts, "main" or "host"."""
+        for n in (src, dst):
+            if n not in self.names and n not in RESERVED:
+                raise UnknownHostError(n, self.names + list(RESERVED))
+        if src == dst:
+            raise ValueError(f"pair({src!r}, {dst!r}): a pair needs two different ends")
+        if not isinstance(both, bool):
+            raise TypeError(f"pair(both={both!r}): use True or False")
+        return Pair(self._core, src, dst, both)
+
     def partition(self, *groups: Iterable[str] | str) -> None:
-        """Drop frames between groups. Names: the hosts, "host" (the outside)
+        """Drop frames between groups, both ways. Names: the hosts, "host" (the outside)
         and "main" (the instance's namespace); those not listed are unaffected.
-        Replaces any previous partition."""
+        Replaces any previous partition (and one-way blocks)."""
         body = partition_body(groups, self.names)
         self._core.check_running()
         self._core.api.request("PUT", "/v1/partition", body)
 
+    def isolate(self, *names: str) -> None:
+        """A minority: `names` keep talking to each other, and nobody else (the other hosts,
+        "main", the outside) reaches them or is reached by them. Replaces any previous partition."""
+        minority = set()
+        for n in names:
+            minority.update(_members(n))
+        rest = [n for n in [*self.names, *RESERVED] if n not in minority]
+        self.partition(sorted(minority), rest)
+
+    def block(self, src: Iterable[str] | str, dst: Iterable[str] | str) -> None:
+        """One way: frames from `src` (a name or several) to `dst` are dropped; the other way passes.
+        Adds to the current partition."""
+        a, b = _members(src), _members(dst)
+        for n in a + b:
+            if n not in self.names and n not in RESERVED:
+                raise UnknownHostError(n, self.names + list(RESERVED))
+        self._core.check_running()
+        cur = self._core.api.request("GET", "/v1/partition") or {}
+        blocks = [{"from": [x], "to": [y]} for x, y in cur.get("blocked", [])] + [{"from": a, "to": b}]
+        self._core.api.request("PUT", "/v1/partition", {"groups": cur.get("groups", []), "block": blocks})
+
+    def unblock(self, src: Iterable[str] | str, dst: Iterable[str] | str) -> None:
+        """Let frames from `src` to `dst` pass again (the partition's groups are then forgotten)."""
+        gone = {(x, y) for x in _members(src) for y in _members(dst)}
+        self._core.check_running()
+        cur = self._core.api.request("GET", "/v1/partition") or {}
+        left = [{"from": [x], "to": [y]} for x, y in cur.get("blocked", []) if (x, y) not in gone]
+        if left:
+            self._core.api.request("PUT", "/v1/partition", {"block": left})
+        else:
+            self._core.api.request("DELETE", "/v1/partition")
+
     def heal(self) -> None:
-        """Remove the partition."""
+        """Remove the partition and every one-way block."""
         self._core.check_running()
         self._core.api.request("DELETE", "/v1/partition")
 
@@ -267,3 +367,15 @@ class Network(Sandbox):
         self._core.check_running()
         got = self._core.api.request("GET", "/v1/partition") or {}
         return [set(g) for g in got.get("groups", [])]
+
+    @property
+    def blocked(self) -> set[tuple[str, str]]:
+        """Every (src, dst) whose frames are dropped now, from partitions and blocks."""
+        self._core.check_running()
+        got = self._core.api.request("GET", "/v1/partition") or {}
+        return {(a, b) for a, b in got.get("blocked", [])}
+
+    def impairments(self) -> dict[str, Any]:
+        """The switch's queues (per link direction and pair) with their counters, holds, cuts and settings."""
+        self._core.check_running()
+        return self._core.api.request("GET", "/v1/impairments")

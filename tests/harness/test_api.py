@@ -138,16 +138,27 @@ def test_network_hosts_and_errors(rootless_network):
     assert isinstance(e.value, KeyError) and str(e.value) == "unknown host 'd': this network has a, b, c"
     with pytest.raises(UnknownHostError):
         net.link("d")
-    with pytest.raises(ValueError, match="fraction"):
+    with pytest.raises(ValueError, match="probability"):
         net.link("a").impair(loss=50)
     assert net.link("b").impair(delay=0.01, seed=5)["delay"] == 0.01
-    assert net.link("b").settings["seed"] == 5
+    assert net.link("b").settings["up"]["seed"] == net.link("b").settings["down"]["seed"] == 5
+    net.link("b").impair(direction="up", netem="delay 20ms")
+    assert (net.link("b").settings["up"]["delay"], net.link("b").settings["down"]["delay"]) == (0.02, 0.01)
     net.link("b").clear()
-    assert net.link("b").settings["delay"] == 0
+    assert net.link("b").settings["up"]["delay"] == net.link("b").settings["down"]["delay"] == 0
+    net.pair("a", "c", both=True).impair(loss=0.5, seed=1)
+    assert set(net.impairments()["pairs"]) == {"a->c", "c->a"}
+    net.pair("a", "c", both=True).clear()
+    assert net.impairments()["pairs"] == {}
     net.partition({"a"}, {"b", "host"})
     assert net.partitions == [{"a"}, {"b", "host"}]
+    net.block("c", "a")
+    assert ("c", "a") in net.blocked and ("a", "c") not in net.blocked
     net.heal()
-    assert net.partitions == []
+    assert net.partitions == [] and net.blocked == set()
+    net.isolate("a")
+    assert net.partitions == [{"a"}, {"b", "c", "host", "main"}]
+    net.heal()
 
 
 def test_network_host_port(rootless_network):

@@ -56,15 +56,28 @@ def test_bad_network_names(names, message):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"loss": 20}, "loss=20): use a fraction between 0 and 1 (20 % is 0.2)"),
-    ({"loss": -0.1}, "use a fraction between 0 and 1"),
-    ({"duplicate": float("nan")}, "duplicate=nan"),
-    ({"corrupt": True}, "corrupt=True"),
-    ({"delay": -1}, "use a number of seconds >= 0"),
-    ({"delay": 100}, "100 s is over 60 s; delays are in seconds (0.1 = 100 ms)"),
-    ({"jitter": "5ms"}, "jitter='5ms'"),
-    ({"rate": 0}, "rate=0): use bits per second >= 1000"),
-    ({"seed": 1.5}, "seed=1.5): use an integer"),
+    ({"loss": 20}, "impair(loss=20): a probability in 0..1 (20 % is 0.2)"),
+    ({"loss": -0.1}, "impair(loss=-0.1): a probability in 0..1"),
+    ({"duplicate": float("nan")}, "impair(duplicate=nan): must be a finite number"),
+    ({"corrupt": True}, "impair(corrupt=True): must be a finite number"),
+    ({"delay": -1}, "impair(delay=-1): seconds in 0..60 (0.1 = 100 ms)"),
+    ({"delay": 100}, "impair(delay=100): seconds in 0..60 (0.1 = 100 ms)"),
+    ({"jitter": "5ms"}, "impair(jitter='5ms'): must be a finite number"),
+    ({"rate": 0}, "impair(rate=0): bits per second in 1000..1e12"),
+    ({"seed": 1.5}, "impair(seed=1.5): an integer"),
+    ({"distribution": "gauss"}, "impair(distribution='gauss'): one of uniform, normal, pareto, paretonormal"),
+    ({"reorder": 0.1}, "impair(reorder=0.1): needs a delay > 0"),
+    ({"delay": 0.1, "reorder": 0.1, "gap": -1}, "impair(gap=-1): frames in 0..2147483647"),
+    ({"overhead": 20}, "impair(overhead=20): applies to the rate"),
+    ({"loss": {"model": "gemodel", "p": 2}}, "impair(loss.p=2): a probability in 0..1"),
+    ({"loss": {"model": "state", "p13": 0.5, "p14": 0.6}}, "impair(loss.p14=0.6): with p13=0.5, p13 + p14 must be at most 1"),
+    ({"loss": 0.1, "loss_correlation": 1.5}, "impair(loss_correlation=1.5): a probability in 0..1"),
+    ({"slot": {"min_delay": 0.01, "max_delay": 0.001}}, "impair(slot.max_delay=0.001): seconds, at least min_delay"),
+    ({"slot": {"min_delay": 0.001, "packets": 0}}, "impair(slot.packets=0): frames per slot in 1.."),
+    ({"limit": 0}, "impair(limit=0): a number of frames in 1..1000000"),
+    ({"netem": "delay 10ms loss 5 %"}, "netem: '%' is not a percentage"),
+    ({"netem": "delay fast"}, "netem: 'fast' is not a time"),
+    ({"netem": "loss 1% ecn"}, "netem: ecn is not supported"),
 ])
 def test_bad_impairments(kw, message):
     with pytest.raises(ValueError) as e:
@@ -72,16 +85,27 @@ def test_bad_impairments(kw, message):
     assert message in str(e.value)
 
 
+def test_impairment_errors_name_the_parameter():
+    from rootlessnet.stack.impair import ImpairmentError
+
+    with pytest.raises(ImpairmentError) as e:
+        impairment(jitter=-0.5)
+    assert (e.value.parameter, e.value.value) == ("jitter", -0.5) and "0..60" in e.value.allowed
+
+
 def test_impairment_body():
     import datetime
 
-    assert impairment(delay=datetime.timedelta(milliseconds=50), loss=0.25, rate=1_000_000, seed=3) == {
-        "delay": 0.05, "jitter": 0.0, "loss": 0.25, "reorder": 0.0, "duplicate": 0.0, "corrupt": 0.0,
-        "rate": 1_000_000, "seed": 3, "limit": 1000}
-    with pytest.raises(ValueError, match=r"limit=0\): use a number of frames"):
-        impairment(limit=0)
-    with pytest.raises(TypeError):
+    body = impairment(delay=datetime.timedelta(milliseconds=50), loss=0.25, rate=1_000_000, seed=3)
+    assert {k: body[k] for k in ("delay", "jitter", "loss", "rate", "seed", "limit", "distribution")} == {
+        "delay": 0.05, "jitter": 0.0, "loss": 0.25, "rate": 1_000_000, "seed": 3, "limit": 1000, "distribution": "uniform"}
+    with pytest.raises(TypeError, match="unknown parameter"):
         impairment(latency=1)  # a typo is not silently ignored
+    # tc's words give the same settings as the keywords
+    assert impairment(netem="delay 100ms 10ms 25% distribution normal loss gemodel 1% 10% 70% 0.1% rate 10mbit 20") == \
+        impairment(delay=0.1, jitter=0.01, delay_correlation=0.25, distribution="normal",
+                   loss={"model": "gemodel", "p": 0.01, "r": 0.1, "bad_loss": 0.7, "good_loss": 0.001},
+                   rate=10_000_000, overhead=20)
 
 
 def test_partition_checks():
