@@ -389,8 +389,10 @@ async def start_engine(inst: Instance, nursery: trio.Nursery) -> None:
     except Exception as e:  # noqa: BLE001 - the child's reason, as one line
         raise UserError(f"cannot create the tap device {opts.ifname!r}: {e}") from None
     try:
+        # held: the datapath's thread starts at go(), once this process is confined (Landlock before
+        # ABI 8 restricts only the threads created after it)
         engine = Engine(netcfg, fd, vnet=reply["vnet"], offload=reply["offload"], pcap=opts.pcap,
-                        warn=lambda text: _warn(opts, text))
+                        warn=lambda text: _warn(opts, text), hold=True)
     except OSError as e:
         os.close(fd)
         raise UserError(engine_failure(e, "cannot start the network engine")) from None
@@ -522,6 +524,8 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
             if opts.api:
                 await start_api(inst, nursery)
             confine(inst)  # before child_pid: whoever sees the instance ready sees it confined
+            if inst.engine is not None:
+                inst.engine.go()
 
         async with launcher.open_namespaces(opts.namespace_options(), state, setup) as _ns:
             yield holder[0]

@@ -443,7 +443,7 @@ async def serve(opts: Options, netcfg, tap_fd: int, vnet: bool, offload: bool) -
     from rootlessnet.compat import slirp4netns_api as api
     from rootlessnet.io.engine import Engine
 
-    engine = Engine(netcfg, tap_fd, vnet=vnet, offload=offload,
+    engine = Engine(netcfg, tap_fd, vnet=vnet, offload=offload, hold=True,  # its thread starts once confined
                     warn=lambda text: print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True))
     api_sock = None
     if opts.api_socket:
@@ -506,6 +506,7 @@ async def serve(opts: Options, netcfg, tap_fd: int, vnet: bool, offload: bool) -
                 if api_sock is not None:
                     await nursery.start(serve_api)
                 confine(opts)
+                engine.go()
                 if opts.ready_fd is not None:
                     _notify_ready(opts.ready_fd)
                 await stopping.wait()

@@ -46,14 +46,25 @@ NO_SOCKET_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 RESET_DRAIN_TIMEOUT = 30.0  # data before a guest RST: how long the host app may take to read it
 
 
-def new_socket(family: int, kind: int, proto: int = 0) -> socket.socket | None:
-    """A non-blocking close-on-exec socket, or None when the process is out of fds or memory."""
+def new_socket(family: int, kind: int, proto: int = 0, cfg=None) -> socket.socket | None:
+    """A non-blocking close-on-exec socket, or None when the process is out of fds or memory.
+
+    With `cfg` (a NetConfig) naming an outbound address for the family, the
+    socket is bound to it first, as slirp4netns --outbound-addr[6] does."""
     try:
-        return socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+        s = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
     except OSError as e:
         if e.errno in NO_SOCKET_ERRNOS:
             return None
         raise
+    addr = cfg and (cfg.outbound_addr6 if family == socket.AF_INET6 else cfg.outbound_addr)
+    if addr:
+        try:
+            s.bind((addr, 0))
+        except OSError:
+            s.close()  # the address went away: refuse the flow as when out of sockets
+            return None
+    return s
 
 
 def _family(host: str) -> int:
@@ -103,7 +114,7 @@ class TcpNat:
             stats["tcp_refused_no_socket"] += 1
             self.core.tcp_refuse(flow)
             return
-        s = new_socket(_family(host), socket.SOCK_STREAM)
+        s = new_socket(_family(host), socket.SOCK_STREAM, cfg=self.core.cfg)
         if s is None:
             stats["tcp_refused_no_socket"] += 1
             self.core.tcp_refuse(flow)
@@ -413,7 +424,7 @@ class UdpNat:
                 return
             if self.flows and (len(self.flows) >= self.core.limits.udp_flows or not self.engine.socket_room()):
                 self._expire_oldest()  # UDP flows are cheap to make again: the least recently used goes
-            s = new_socket(_family(dest[0]), socket.SOCK_DGRAM) if self.engine.socket_room() else None
+            s = new_socket(_family(dest[0]), socket.SOCK_DGRAM, cfg=self.core.cfg) if self.engine.socket_room() else None
             if s is None:
                 stats["udp_refused_no_socket"] += 1
                 self.core.icmp_unreachable(header, 1)

@@ -493,13 +493,14 @@ def test_temporary_state_dir_is_removed_by_the_confined_launcher(tmp_path):
 
 @requires_userns
 def test_bad_values_are_one_line():
-    for flags in (["--sandbox=maybe"], ["--slirp4netns-seccomp", "on"]):
+    for flags, value in ((["--sandbox=maybe"], "'maybe'"), (["--slirp4netns-seccomp", "on"], "'on'")):
         r = rn("run", *flags, "--", "true")
-        assert r.returncode == 2 and "invalid choice" in one_line_error(r.stderr)
+        line = one_line_error(r.stderr)
+        assert r.returncode == 2 and f"unknown --{flags[0][2:].split('=')[0]} {value}: use one of auto, true, false" in line, line
 
 
 def test_in_process_users_are_not_confined_unless_asked():
-    from rootlessnet.ns.launcher import RunOptions
+    from rootlessnet.instance import RunOptions
 
     assert RunOptions(["x"]).sandbox_modes() == ("false", "false")  # tests, the harness's trio API
     assert RunOptions(["x"], own_process=True).sandbox_modes() == ("auto", "auto")  # the CLI
@@ -512,7 +513,7 @@ def test_in_process_users_are_not_confined_unless_asked():
 def test_open_instance_leaves_the_calling_process_alone():
     import trio
 
-    from rootlessnet.ns.launcher import RunOptions, open_instance
+    from rootlessnet.instance import RunOptions, open_instance
 
     async def main():
         async with open_instance(RunOptions(["true"], quiet=True, dns_upstream="127.0.0.1:9")) as inst:
@@ -562,6 +563,6 @@ def test_slirp4netns_front_end_confines_itself(tmp_path, target, servers, slirps
     assert auto.ready == b"1" and plain.ready == b"1"
     assert status(auto.proc.pid)["Seccomp"] == "2" and status(plain.proc.pid)["NoNewPrivs"] == "0"
     monkeypatch.setenv("ROOTLESSNET_SANDBOX", "maybe")
-    bad = subprocess.run([sys.executable, "-m", "rootlessnet.slirp4netns", str(target.pid)], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "rootlessnet.compat.slirp4netns", str(target.pid)], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode != 0 and "ROOTLESSNET_SANDBOX='maybe': use auto, true or false" in one_line_error(bad.stderr)
