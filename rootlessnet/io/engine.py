@@ -34,6 +34,7 @@ from rootlessnet.io.reactor import EPOLLIN, Reactor
 from rootlessnet.stack.config import NetConfig
 from rootlessnet.stack.core import EV_PING, EV_TCP_OPEN, EV_UDP, Core
 from rootlessnet.stack.impair import Impairment, LinkQueue
+from rootlessnet.stack.links import Impairments
 
 TAP_BATCH = 64
 READ_SIZE = 65536 + 14 + 10 + 64
@@ -144,6 +145,8 @@ class Port:
 
     def link_statistics(self) -> dict[str, int]:
         out = dict(self.link_stats)
+        for k, v in self.engine.links.link_statistics(self.name).items():
+            out[k] = out.get(k, 0) + v
         for q in (self.ingress, self.egress):
             if q is not None:
                 for k, v in q.stats.items():
@@ -191,6 +194,11 @@ def _corrupt_out(parts: list, rng: random.Random) -> list:
     return [bytes(data)]
 
 
+def _corrupt_any(item: Any, rng: random.Random) -> Any:
+    """stack.links' corrupt_fn: a frame from a guest is (buf, vflags), one to a guest a list of parts."""
+    return _corrupt_in(item, rng) if isinstance(item, tuple) else _corrupt_out(item, rng)
+
+
 def _dst_ip(buf, off: int) -> bytes | None:
     """Destination IP of an Ethernet frame at `off` (IPv4/IPv6), for switching."""
     et = buf[off + 12 : off + 14]
@@ -214,6 +222,7 @@ class Engine:
         self.by_ip: dict[bytes, Port] = {a: self.main for a in self.main.addresses}
         self.by_name: dict[str, Port] = {"main": self.main}
         self.groups: list[set[str]] | None = None  # partition
+        self.links = Impairments(_corrupt_any)  # stack.links: impairments per link, pair, direction; holds; cuts
         self.pcap = PcapWriter(pcap) if pcap else None
         self._next_sweep = 0.0
         self._warn = warn or (lambda text: print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True))
@@ -405,7 +414,7 @@ class Engine:
         for port in self.ports:
             for t in (port.core.next_deadline(), port._ndp_at,
                       port.ingress.next_at() if port.ingress is not None else None,
-                      port.egress.next_at() if port.egress is not None else None):
+                      port.egress.next_at() if port.egress is not None else None, self.links.next_at()):
                 if t is not None and t < d:
                     d = t
         return d
@@ -413,12 +422,26 @@ class Engine:
     def _ingress(self, port: Port, buf: bytes, vflags: int, now: float) -> None:
         """A frame from `port`'s guest, after its link: switch it, or hand it to the core."""
         off = 10 if port.vnet else 0
+        other = None
         if len(self.ports) > 1:
             dst = _dst_ip(buf, off)
             other = self.by_ip.get(dst) if dst is not None else None
-            if other is not None and other is not port:
-                self._switch(port, other, buf, now)
+            if other is port:
+                other = None
+        if not self.links.quiet:  # stack.links: partitions, holds and impairments on this frame's path
+            to = "host" if other is None else other.name
+            if not self.links.allowed(port.name, to):
+                port.core.stats["drop_partitioned"] += 1
                 return
+            if self.links.send(port.name, to, (buf, vflags), len(buf) - off, now) is None:
+                return
+        self._deliver(port, other, buf, vflags, now)
+
+    def _deliver(self, port: Port, other: "Port | None", buf: bytes, vflags: int, now: float) -> None:
+        """A frame from `port`'s guest at the end of its path: switched to `other`, or to the core."""
+        if other is not None:
+            self._switch(port, other, buf, now)
+            return
         if port.outside_blocked:
             port.core.stats["drop_partitioned"] += 1
             return
@@ -456,8 +479,31 @@ class Engine:
         else:
             dst.switched.append(item)
 
+    def _links_out(self, port: Port, frames: list[list], now: float) -> list[list]:
+        """The core's frames to `port`'s guest, through stack.links (they come from "host")."""
+        links = self.links
+        if not links.allowed("host", port.name):
+            port.core.stats["drop_partitioned"] += len(frames)
+            return []
+        off = 10 if port.vnet else 0
+        return [parts for parts in frames
+                if links.send("host", port.name, parts, sum(len(p) for p in parts) - off, now) is not None]
+
+    def _links_due(self, now: float) -> None:
+        """Frames at the end of an impaired or held path: switched, to a core, or to a guest."""
+        by_name = self.by_name
+        for src, dst, item in self.links.due(now):
+            if src == "host":
+                p = by_name.get(dst)
+                if p is not None:
+                    p.switched.append(item)
+            elif src in by_name and (dst == "host" or dst in by_name):
+                self._deliver(by_name[src], by_name.get(dst), item[0], item[1], now)
+
     def process(self, now: float) -> None:
         """Dispatch core events and notices until quiet (bounded), then write frames."""
+        if not self.links.quiet:
+            self._links_due(now)
         for port in self.ports:
             core = port.core
             for _ in range(16):
@@ -485,6 +531,8 @@ class Engine:
                 if not core.events and not core._touched:
                     break
             frames = core.take_frames()
+            if frames and not self.links.quiet:
+                frames = self._links_out(port, frames, now)
             if port.outside_blocked and frames:  # partitioned from the outside: the core's traffic goes nowhere
                 core.stats["drop_partitioned"] += len(frames)
                 frames = []
