@@ -269,7 +269,8 @@ class TcpNat:
                 self._close(hc, rst=True)
                 return
             conn.consume(n)
-            self.core.touch(hc.flow)
+            if conn.wants_poll:  # a window update to send: else nothing changed for the core
+                self.core.touch(hc.flow)
             if n < len(chunk):
                 break
         if conn.at_eof and not hc.shut_wr:

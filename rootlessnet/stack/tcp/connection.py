@@ -250,6 +250,11 @@ class TcpConnection(ReceiverMixin, SenderMixin):
             self._out = []
         return out
 
+    @property
+    def wants_poll(self) -> bool:
+        """Something to send now (a window update, data, an ACK): poll() soon."""
+        return self._want_output or self._ack_now
+
     def poll_at(self) -> float | None:
         """Earliest time ``poll`` has work; a time <= now means "poll now"."""
         if self.state is _S.CLOSED:
