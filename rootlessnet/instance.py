@@ -267,7 +267,14 @@ class Instance:
             out["networkDriver"] = {"driver": "slirp4netns", "dns": dns, "childIP": str(ipaddress.ip_address(cfg.guest)),
                                     "dynamicChildIP": False}
         if self.ports is not None:
-            out["portDriver"] = {"driver": self.ports.name, "protos": list(self.ports.protos),
+            protos = list(self.ports.protos)
+            if self.ports.name == "slirp4netns":
+                # As rootlesskit's slirp4netns driver: IPv4 only. Clients decide by this list, and
+                # rootlesskit-docker-proxy puts the child side of every port on the guest's one IPv4
+                # address: with tcp6 listed, Docker's `-p P:80` (0.0.0.0 and ::) would start two
+                # proxies on 10.0.2.100:P and fail. POST /v1/ports still takes tcp6 (our extension).
+                protos = [p for p in protos if not p.endswith("6")]
+            out["portDriver"] = {"driver": self.ports.name, "protos": protos,
                                  "disallowLoopbackChildIP": self.ports.disallow_loopback_child_ip}
         if "sandbox" in self.info:  # an extension: what confines the launcher (docs/robustness.md)
             out["sandbox"] = self.info["sandbox"]

@@ -30,7 +30,14 @@ class NetworkApi:
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any] | None:
         """(status, JSON or None) for our paths, None for others; ValueError is a 400 with its message."""
+        if body.strip():
+            _body(body)  # strict JSON before any route sees it: no NaN/Infinity, bounded nesting
         eng = self.engine
+        from rootlessnet.stack import linkapi  # links, pairs, holds, partitions (stack.links)
+
+        got = linkapi.handle(eng, method, path, body)
+        if got is not None:
+            return got
         if path == "/v1/hosts":
             if method != "GET":
                 raise ValueError("use GET /v1/hosts")

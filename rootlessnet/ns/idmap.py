@@ -8,6 +8,7 @@ the child writes itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import grp
@@ -67,11 +68,17 @@ def parse_subid_file(text: str, name: str | None, ident: int) -> tuple[int, int]
     return None
 
 
+# out of descriptors is not "no range": the caller reports it (a single-id map would hide the cause)
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
+
+
 def _static_range(path: str, name: str | None, ident: int) -> tuple[int, int] | None:
     try:
         with open(path) as f:
             return parse_subid_file(f.read(), name, ident)
-    except OSError:
+    except OSError as e:
+        if e.errno in _NO_FDS:
+            raise
         return None
 
 
@@ -81,7 +88,11 @@ def _getsubids_range(name: str, group: bool) -> tuple[int, int] | None:
         return None
     try:
         out = subprocess.run([exe, *(["-g"] if group else []), name], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+    except OSError as e:
+        if e.errno in _NO_FDS:
+            raise
+        return None
+    except subprocess.TimeoutExpired:
         return None
     if out.returncode != 0:
         return None
