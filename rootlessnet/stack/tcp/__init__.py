@@ -12,11 +12,14 @@ Modules (split by concern, as gVisor's tcp package):
 * ``states``      ``State``, ``Event`` and the ``(state, event) -> state``
                   table, each arrow citing RFC 9293; the only source of state
                   changes.
-* ``connection``  ``TcpConnection``: construction, the engine API, ``_fire``;
-                  ``rst_for`` (reply for segments with no connection).
-* ``receive``     input path (RFC 9293 §3.10.7, RFC 5961, RFC 5681/6582).
-* ``send``        output path and timers (RFC 6298, persist, delayed ACK,
-                  keepalive, FIN-WAIT-2, TIME-WAIT).
+* ``state``       ``TcpBase``: every variable, typed, and ``_fire``; ``rst_for``.
+* ``send``        ``TcpSender(TcpBase)``: output path and timers (RFC 6298,
+                  persist, delayed ACK, keepalive, FIN-WAIT-2, TIME-WAIT).
+* ``receive``     ``TcpReceiver(TcpSender)``: input path (RFC 9293 §3.10.7,
+                  RFC 5961, RFC 5681/6582).
+* ``connection``  ``TcpConnection(TcpReceiver)``: construction and the
+                  engine API (one line of inheritance: native classes under
+                  mypyc, see docs/design.md).
 * ``buffers``     bounded ``SendBuffer`` (chunks of bytes, zero-copy slices)
                   and ``RecvBuffer`` (deque of payload views, zero-copy peek).
 * ``reassembly``  out-of-order store bounded by the receive window.

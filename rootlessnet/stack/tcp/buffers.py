@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from typing import Final, Sized, cast
 
 __all__ = ["SendBuffer", "RecvBuffer"]
 
@@ -30,8 +31,8 @@ class SendBuffer:
 
     __slots__ = ("cap", "_chunks", "_starts", "_head", "_start", "_end", "pool")
 
-    _SMALL = 2048
-    _COALESCE = 16384
+    _SMALL: Final = 2048
+    _COALESCE: Final = 16384
 
     def __init__(self, cap: int, pool: MemPool | None = None) -> None:
         self.cap = cap
@@ -90,7 +91,7 @@ class SendBuffer:
         rel = pos - starts[i]
         if rel + n <= len(chunk):
             return memoryview(chunk)[rel : rel + n]
-        parts = [memoryview(chunk)[rel:]]
+        parts: list[bytes | memoryview] = [memoryview(chunk)[rel:]]
         need = n - (len(chunk) - rel)
         chunks = self._chunks
         while need > 0:
@@ -160,7 +161,7 @@ class MemPool:
 
     __slots__ = ("limit", "pressure", "used", "peak")
 
-    SEND_FLOOR = 65536
+    SEND_FLOOR: Final = 65536
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -188,10 +189,10 @@ class MemPool:
         return self.used >= self.limit
 
 
-def _held(chunk) -> int:
+def _held(chunk: bytes | memoryview) -> int:
     """What a chunk keeps alive: a view pins its whole underlying object."""
     if type(chunk) is memoryview:
-        return len(chunk.obj)
+        return len(cast(Sized, chunk.obj))
     return len(chunk) + _BYTES_OVERHEAD
 
 
@@ -212,8 +213,8 @@ class RecvBuffer:
 
     __slots__ = ("cap", "_chunks", "_len", "_tail", "held", "pool")
 
-    COPY_BELOW = 2048
-    TAIL_MAX = 65536
+    COPY_BELOW: Final = 2048
+    TAIL_MAX: Final = 65536
 
     def __init__(self, cap: int, pool: MemPool | None = None) -> None:
         self.cap = cap
@@ -226,11 +227,11 @@ class RecvBuffer:
     def __len__(self) -> int:
         return self._len
 
-    def append(self, view) -> None:
+    def append(self, view: bytes | memoryview) -> None:
         n = len(view)
         if not n:
             return
-        if n < self.COPY_BELOW or (type(view) is memoryview and len(view.obj) > 2 * n):
+        if n < self.COPY_BELOW or (type(view) is memoryview and len(cast(Sized, view.obj)) > 2 * n):
             tail = self._tail
             if tail is None:
                 tail = self._tail = bytearray()
@@ -273,7 +274,7 @@ class RecvBuffer:
             return head[:max_bytes]
         if len(chunks) == 1:
             return head
-        parts = []
+        parts: list[bytes | memoryview] = []
         need = max_bytes
         for c in chunks:
             if len(c) >= need:

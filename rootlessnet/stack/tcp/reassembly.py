@@ -15,6 +15,8 @@ patterns; charges go to the engine's ``MemPool`` when there is one.
 
 from __future__ import annotations
 
+from typing import Sized, cast
+
 from .buffers import MemPool, _held
 
 __all__ = ["Reassembler"]
@@ -23,9 +25,9 @@ COPY_BELOW = 2048  # as RecvBuffer: smaller pieces are copied out of their frame
 MERGE_MAX = 16384  # adjacent blocks are merged (copied) while the result stays this small
 
 
-def _own(piece: memoryview):
+def _own(piece: memoryview) -> bytes | memoryview:
     """A piece to keep: itself when it is most of its frame, else a copy."""
-    if len(piece) < COPY_BELOW or len(piece.obj) > 2 * len(piece):
+    if len(piece) < COPY_BELOW or len(cast(Sized, piece.obj)) > 2 * len(piece):
         return bytes(piece)
     return piece
 

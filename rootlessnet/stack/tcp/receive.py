@@ -13,6 +13,7 @@ from .buffers import _as_view
 from .notice import Notice
 from .segment import Control, Segment
 from .seq import MASK, sub as _sub
+from .send import TcpSender
 from .states import Event, State
 
 _NONE = Control.NONE
@@ -31,7 +32,9 @@ _N_SYN_IN_TIME_WAIT = int(Notice.SYN_IN_TIME_WAIT)
 _N_RESET = int(Notice.RESET)
 _N_PEER_FIN = int(Notice.PEER_FIN)
 
-class ReceiverMixin:
+class TcpReceiver(TcpSender):
+    """The input half (RFC 9293 §3.10.7)."""
+
     __slots__ = ()
 
     # ------------------------------------------------------------ LISTEN / SYN-SENT
@@ -98,8 +101,9 @@ class ReceiverMixin:
         st = self.state
         ctl = seg.control
         stats = self.stats
-        if self._ka_at is not None:
-            self._ka_at = now + self.cfg.keepalive[0]
+        ka = self.cfg.keepalive
+        if self._ka_at is not None and ka is not None:
+            self._ka_at = now + ka[0]
             self._ka_probes = 0
         if ctl is _SYN:
             self._rx_sync_syn(seg, now)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .notice import Notice
 from .segment import Control, Segment
 from .seq import MASK, sub as _sub
+from .state import TcpBase
 from .states import Event, State
 
 _NONE = Control.NONE
@@ -31,7 +32,9 @@ _DATA_STATES = (
 )
 
 
-class SenderMixin:
+class TcpSender(TcpBase):
+    """The output half and the timers."""
+
     __slots__ = ()
 
     # ------------------------------------------------------------ emitting

@@ -42,9 +42,70 @@ _FIELDS = (
 class TcpStats:
     __slots__ = _FIELDS
 
+    segs_in: int
+    segs_out: int
+    bytes_in: int
+    bytes_out: int
+    retransmits: int
+    rto_expirations: int
+    fast_retransmits: int
+    dup_acks_in: int
+    dup_segments: int
+    dup_bytes: int
+    out_of_window: int
+    beyond_window_bytes: int
+    ooo_segments: int
+    ooo_dropped: int
+    mem_dropped: int
+    no_ack_dropped: int
+    bad_ack: int
+    old_ack: int
+    challenge_acks: int
+    oow_acks_limited: int
+    rst_in: int
+    rst_ignored: int
+    time_wait_killed: int
+    ooo_merged: int
+    rst_out: int
+    syn_absorbed: int
+    syn_data_dropped: int
+    zero_window_probes: int
+    keepalive_probes: int
+    window_updates: int
+    timeouts: int
+
     def __init__(self) -> None:
-        for f in _FIELDS:
-            setattr(self, f, 0)
+        self.segs_in = 0
+        self.segs_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.retransmits = 0
+        self.rto_expirations = 0
+        self.fast_retransmits = 0
+        self.dup_acks_in = 0
+        self.dup_segments = 0
+        self.dup_bytes = 0
+        self.out_of_window = 0
+        self.beyond_window_bytes = 0
+        self.ooo_segments = 0
+        self.ooo_dropped = 0
+        self.mem_dropped = 0
+        self.no_ack_dropped = 0
+        self.bad_ack = 0
+        self.old_ack = 0
+        self.challenge_acks = 0
+        self.oow_acks_limited = 0
+        self.rst_in = 0
+        self.rst_ignored = 0
+        self.time_wait_killed = 0
+        self.ooo_merged = 0
+        self.rst_out = 0
+        self.syn_absorbed = 0
+        self.syn_data_dropped = 0
+        self.zero_window_probes = 0
+        self.keepalive_probes = 0
+        self.window_updates = 0
+        self.timeouts = 0
 
     def snapshot(self) -> dict[str, int]:
         return {f: getattr(self, f) for f in _FIELDS}
