@@ -234,6 +234,51 @@ def test_user_defined_network_resolves_names(dockerd):
         dockerd.docker("network", "rm", net)
 
 
+def _documented_block() -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "containers.md").read_text()
+    after = text.split("<!-- ci: test_docker.py -->", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_commands():
+    """docs/containers.md opens with Docker rootless on rootlessnet: CI runs that block as written
+    (another port than 8080; rootlessnet's own flags for a hermetic run through the script's variable)."""
+    if MISSING:
+        pytest.skip(MISSING)
+    import sys
+
+    block = _documented_block()
+    assert "dockerd-rootless.sh" in block and "rootlessnet shims" in block
+    port = ct.free_port()
+    home, run = ct.private_dirs("rndoc")
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(run), "LANG": "C.UTF-8",
+           "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
+           "DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS": "--outbound=none --dns-upstream=127.0.0.1:9"}
+    try:
+        r = subprocess.run(["bash", "-e", "-c", block.replace("8080", str(port))], env=env, cwd=home,
+                           capture_output=True, text=True, timeout=240, start_new_session=True)
+        log = (home / "dockerd.log").read_text(errors="replace")[-3000:] if (home / "dockerd.log").exists() else ""
+        assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n--- dockerd.log:\n{log}"
+        lines = r.stdout.splitlines()
+        assert any("name=rootless" in line for line in lines), r.stdout
+        assert "hello" in lines, r.stdout
+        assert any(line.split()[1:4] == ["tcp4", "127.0.0.1", str(port)] for line in lines if line[:1].isdigit()), r.stdout
+        assert ct.state_dirs(run) == []  # the instance went with dockerd
+        wait_for(lambda: not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(run))],
+                 timeout=30, what="every process of the documented run to go")
+    finally:
+        ct.remove_tree(home)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _cmdline_has(pid: str, text: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return text.encode() in f.read()
+    except OSError:
+        return False
+
+
 def test_sigterm_to_the_launcher_leaves_nothing(dockerd):
     """Last in the module: it stops this dockerd."""
     dockerd.docker("run", "-d", IMAGE, "sh", "-c", "while true; do sleep 1; done")
