@@ -139,6 +139,12 @@ class PeerServer:
         self.thread.join(5)
 
 
+def error_log_env() -> dict[str, str]:
+    """ROOTLESSNET_INTERNAL_ERROR_LOG for environments built from scratch (tests/conftest.py watches it)."""
+    path = os.environ.get("ROOTLESSNET_INTERNAL_ERROR_LOG")
+    return {"ROOTLESSNET_INTERNAL_ERROR_LOG": path} if path else {}
+
+
 def rootlessnet(*args: str, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)

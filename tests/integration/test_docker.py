@@ -84,6 +84,7 @@ def _start(driver: str, host_loopback: bool) -> Dockerd:
         "DOCKER_HOST": f"unix://{run}/docker.sock", "DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER": driver,
         "LANG": "C.UTF-8",
     }
+    env.update(ct.error_log_env())  # the engine's internal errors fail the test (tests/conftest.py)
     if host_loopback:
         env["DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS"] = "--disable-host-loopback=false"
     log = home / "dockerd.log"
@@ -253,7 +254,7 @@ def test_the_documented_commands():
     home, run = ct.private_dirs("rndoc")
     env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(run), "LANG": "C.UTF-8",
            "PATH": f"{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin",
-           "DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS": "--outbound=none --dns-upstream=127.0.0.1:9"}
+           "DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS": "--outbound=none --dns-upstream=127.0.0.1:9", **ct.error_log_env()}
     try:
         r = subprocess.run(["bash", "-e", "-c", block.replace("8080", str(port))], env=env, cwd=home,
                            capture_output=True, text=True, timeout=240, start_new_session=True)

@@ -106,6 +106,7 @@ def podman():
                        f'rc=$?\necho "exit $rc" >> {log}\nexit $rc\n')
     wrapper.chmod(0o755)
     env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(run), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    env.update(ct.error_log_env())  # the engine's internal errors fail the test (tests/conftest.py)
     cfg = home / ".config" / "containers"
     cfg.mkdir(parents=True)
     _conf(cfg / "containers.conf", wrapper)
