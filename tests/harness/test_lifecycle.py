@@ -18,7 +18,7 @@ from .conftest import alive, descendants, open_fds, proc_identity, processes_wit
 
 pytestmark = pytest.mark.rootless  # skipped, saying why, without user namespaces or /dev/net/tun
 
-LOOPS = 50
+LOOPS = 100
 
 
 def _mounts() -> str:
@@ -26,9 +26,28 @@ def _mounts() -> str:
         return f.read()
 
 
-def test_fifty_sandboxes_leave_nothing_behind():
+def _sleepers(token: bytes) -> list[int]:
+    """Our processes that are `sleep N.TOKEN` already: exec has finished.
+
+    While a process is inside execve(), /proc/PID/cmdline reads empty (the
+    new memory has no arguments yet), so a process found by its command line
+    can vanish from one scan to the next: count only those whose exec is
+    done, which then stay until killed."""
+    out = []
+    for pid in processes_with(token):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"sleep" and len(argv) >= 2 and argv[1].endswith(b"." + token):
+            out.append(pid)
+    return out
+
+
+def test_a_hundred_sandboxes_leave_nothing_behind():
     token = f"{os.getpid()}{time.monotonic_ns() % 1000:03d}"  # marks this test's background processes (digits: a sleep argument)
-    Sandbox().start().stop()  # warm-up: imports and caches that stay for the process's life
+    Sandbox().start().stop()  # warm-up: imports, caches and the launcher zygote, which stay for the process's life
     gc.collect()
     fds_before, mounts_before = open_fds(), _mounts()
     kids_before = set(descendants(os.getpid()))
@@ -43,10 +62,10 @@ def test_fifty_sandboxes_leave_nothing_behind():
             if i % 10 == 0:  # now and then, also leave work running inside
                 sb.popen(["sleep", f"{300 + i}.{token}"])  # forgotten by the test
                 sb.run(["sh", "-c", f"sleep {400 + i}.{token} >/dev/null 2>&1 &"], check=True)  # detached
-                deadline = time.monotonic() + 10  # popen() returns before its command is exec'd
-                while len(processes_with(token.encode())) < 2 and time.monotonic() < deadline:
+                deadline = time.monotonic() + 10  # both exec sleep a moment after run()/popen() return
+                while len(found := _sleepers(token.encode())) < 2 and time.monotonic() < deadline:
                     time.sleep(0.01)
-                assert len(processes_with(token.encode())) == 2
+                assert len(found) == 2, found
     elapsed = time.monotonic() - t0
     gc.collect()
     assert not [s for s in seen if alive(s)], "launchers or namespace children survived"
