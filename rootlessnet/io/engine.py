@@ -32,7 +32,7 @@ from rootlessnet.io.nat import PingNat, TcpNat, UdpNat
 from rootlessnet.io.pcap import PcapWriter
 from rootlessnet.io.reactor import EPOLLIN, Reactor
 from rootlessnet.stack.config import NetConfig
-from rootlessnet.stack.core import EV_PING, EV_TCP_OPEN, EV_UDP, Core
+from rootlessnet.stack.core import Core, PingRequest, TcpOpen, UdpDatagram
 from rootlessnet.stack.impair import Impairment, LinkQueue
 from rootlessnet.stack.links import Impairments
 
@@ -194,21 +194,9 @@ def _corrupt_out(parts: list, rng: random.Random) -> list:
     return [bytes(data)]
 
 
-def _corrupt_any(item: tuple, rng: random.Random) -> tuple:
-    """stack.links' corrupt_fn, as netem's: one bit flipped, here past the Ethernet header. Items are
-    ("in", buf, vflags, off) from a guest and ("out", parts, off) to one (off: the virtio header's size).
-    NEEDS_CSUM is cleared, so the receiver verifies the checksum and drops the frame, as a NIC would."""
-    if item[0] == "in":
-        _, buf, _vflags, off = item
-        b = bytearray(buf)
-    else:
-        _, parts, off = item
-        b = bytearray(b"".join(bytes(p) for p in parts))
-    if len(b) > off + 14:
-        b[rng.randrange(off + 14, len(b))] ^= 1 << rng.randrange(8)
-        if off:
-            b[0] &= 0xFE  # VIRTIO_NET_HDR_F_NEEDS_CSUM
-    return ("in", bytes(b), 0, off) if item[0] == "in" else ("out", [bytes(b)], off)
+def _corrupt_any(item: Any, rng: random.Random) -> Any:
+    """stack.links' corrupt_fn: a frame from a guest is (buf, vflags), one to a guest a list of parts."""
+    return _corrupt_in(item, rng) if isinstance(item, tuple) else _corrupt_out(item, rng)
 
 
 def _dst_ip(buf, off: int) -> bytes | None:
@@ -445,7 +433,7 @@ class Engine:
             if not self.links.allowed(port.name, to):
                 port.core.stats["drop_partitioned"] += 1
                 return
-            if self.links.send(port.name, to, ("in", buf, vflags, off), len(buf) - off, now) is None:
+            if self.links.send(port.name, to, (buf, vflags), len(buf) - off, now) is None:
                 return
         self._deliver(port, other, buf, vflags, now)
 
@@ -499,7 +487,7 @@ class Engine:
             return []
         off = 10 if port.vnet else 0
         return [parts for parts in frames
-                if links.send("host", port.name, ("out", parts, off), sum(len(p) for p in parts) - off, now) is not None]
+                if links.send("host", port.name, parts, sum(len(p) for p in parts) - off, now) is not None]
 
     def _links_due(self, now: float) -> None:
         """Frames at the end of an impaired or held path: switched, to a core, or to a guest."""
@@ -508,9 +496,9 @@ class Engine:
             if src == "host":
                 p = by_name.get(dst)
                 if p is not None:
-                    p.switched.append(item[1])
+                    p.switched.append(item)
             elif src in by_name and (dst == "host" or dst in by_name):
-                self._deliver(by_name[src], by_name.get(dst), item[1], item[2], now)
+                self._deliver(by_name[src], by_name.get(dst), item[0], item[1], now)
 
     def process(self, now: float) -> None:
         """Dispatch core events and notices until quiet (bounded), then write frames."""
@@ -523,14 +511,14 @@ class Engine:
                 if events:
                     core.events = []
                     for ev in events:
-                        kind = ev[0]
+                        kind = type(ev)
                         try:
-                            if kind is EV_TCP_OPEN:
-                                port.tcp.open(ev[1], now)
-                            elif kind is EV_UDP:
-                                port.udp.send(ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], now)
-                            elif kind is EV_PING:
-                                port.ping.send(ev[1], ev[2], ev[3], ev[4], ev[5], now)
+                            if kind is TcpOpen:
+                                port.tcp.open(ev.flow, now)
+                            elif kind is UdpDatagram:
+                                port.udp.send(ev.src, ev.sport, ev.dst, ev.dport, ev.payload, ev.header, now)
+                            elif kind is PingRequest:
+                                port.ping.send(ev.src, ev.dst, ev.ident, ev.seq, ev.data, now)
                         except Exception as e:  # noqa: BLE001 - a bug: report it, drop this event
                             self._internal(port, e)
                 noticed = core.flush(now)

@@ -184,7 +184,7 @@ class Pending:
     client_key: Hashable
     query: bytes  # as the client sent it (original id)
     deadline: float
-    question: tuple
+    question: tuple | None  # None: the query had no parsable question
 
 
 class DnsForwarder:

@@ -10,7 +10,7 @@ shell does with new flows). Each further record is one action:
   combination; ARP, ping, UDP, DHCP, DNS, NDP; capture templates with byte patches whose
   lengths and checksums are fixed up or not; garbage;
 * the **shell** (what io/nat.py does, with decisions taken from the input): accept, refuse or
-  leave pending the flows the core asks for (EV_TCP_OPEN), host data in and out
+  leave pending the flows the core asks for (TcpOpen events), host data in and out
   (send/peek/consume), host EOF, abort, active opens (tcp_connect), UDP and ping replies,
   ICMP errors, DNS forwarding (stack.dns) and DNS over TCP from the static table;
 * the **clock**: advance by steps chosen so that delayed ACK, RTO and its backoff, persist,
@@ -29,7 +29,7 @@ import struct
 import traceback
 
 from rootlessnet.stack.config import NetConfig
-from rootlessnet.stack.core import EV_PING, EV_TCP_OPEN, EV_UDP, Core
+from rootlessnet.stack.core import Core, PingRequest, TcpOpen, UdpDatagram
 from rootlessnet.stack.dhcp import DhcpServer
 from rootlessnet.stack.dns import DnsForwarder, StaticResolver, lcg_ids, servfail_for, tcp_frames
 from rootlessnet.stack.ndp import NdpResponder
@@ -137,7 +137,7 @@ class Session:
         self.ndp_at = 0.0 if ndp is not None else None
         self.gconns: list[GConn | None] = [None] * 8
         self.by_key: dict[tuple, GConn] = {}
-        self.pending: list = []  # flows waiting for the shell's connect (EV_TCP_OPEN)
+        self.pending: list = []  # flows waiting for the shell's connect (TcpOpen)
         self.draining: list[HostFlow] = []  # freed by the core, unread data still going to the host app
         self.hosts: list[HostFlow] = []  # every host socket the shell holds (pruned of closed ones)
         self.opens = 0
@@ -207,15 +207,15 @@ class Session:
             if events:
                 core.events = []
                 for ev in events:
-                    kind = ev[0]
-                    if kind is EV_TCP_OPEN:
-                        self.on_open(ev[1])
-                    elif kind is EV_UDP:
+                    kind = type(ev)
+                    if kind is TcpOpen:
+                        self.on_open(ev.flow)
+                    elif kind is UdpDatagram:
                         self.on_udp(ev)
-                    elif kind is EV_PING:
+                    elif kind is PingRequest:
                         self.last_ping = ev
                         if self.answer_ping:
-                            core.echo_reply(ev[2], ev[1], ev[3], ev[4], ev[5])
+                            core.echo_reply(ev.dst, ev.src, ev.ident, ev.seq, ev.data)
             for flow in core.flush(now):
                 self.on_notice(flow)
             if not core.events and not core._touched:
@@ -226,7 +226,7 @@ class Session:
         core.next_deadline()  # the engine arms its timer after every batch (it drops stale heap entries)
 
     def on_open(self, flow) -> None:
-        """EV_TCP_OPEN: the host connect succeeds at once, fails, or stays in progress (decided by the input)."""
+        """TcpOpen: the host connect succeeds at once, fails, or stays in progress (decided by the input)."""
         self.opens += 1
         hc = HostFlow(flow, self.now, connecting=True)
         flow.handle = hc
@@ -253,7 +253,7 @@ class Session:
             self.core.tcp_refuse(hc.flow)
 
     def on_udp(self, ev) -> None:
-        _, src, sport, dst, dport, payload, header = ev
+        src, sport, dst, dport, payload = ev.src, ev.sport, ev.dst, ev.dport, ev.payload
         self.last_udp = ev
         core = self.core
         if dport == 53 and dst in (DNS4, DNS6) and self.forward_dns:

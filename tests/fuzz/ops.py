@@ -516,7 +516,7 @@ def h_udp(s, r) -> None:
     ev = s.last_udp
     v6 = bool(r[1] & 2)
     if ev is not None and r[1] & 1:
-        src, sport, dst, dport = ev[3], ev[4], ev[1], ev[2]
+        src, sport, dst, dport = ev.dst, ev.dport, ev.src, ev.sport
     else:
         src = ((DNS6, GW6, REMOTE6[0]) if v6 else (DNS4, GW4, REMOTE4[0]))[r[2] % 3]
         dst, sport, dport = (GUEST6 if v6 else GUEST4), 53 + r[4], 1024 + r[5] * 7
@@ -530,12 +530,12 @@ def h_icmp(s, r) -> None:
     if k == 0:
         ev = s.last_ping
         if ev is not None:
-            core.echo_reply(ev[2], ev[1], ev[3], ev[4], ev[5][: r[3] * 8])
+            core.echo_reply(ev.dst, ev.src, ev.ident, ev.seq, ev.data[: r[3] * 8])
         else:
             core.echo_reply(REMOTE4[0], GUEST4, r[4], r[5], s.payload(r[6], r[3]))
     elif k == 1:
         if s.last_udp is not None:
-            core.icmp_unreachable(s.last_udp[6], r[2] & 15)
+            core.icmp_unreachable(s.last_udp.header, r[2] & 15)
     elif k == 2:
         t = s.templates[r[2] % len(s.templates)]
         pkt = t.frame[14 : 14 + max(20, r[3] * 4)]

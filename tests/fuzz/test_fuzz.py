@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rootlessnet.stack import frames as frames_mod
+from rootlessnet.wire import frames as frames_mod
 from rootlessnet.stack.core import Core
 from rootlessnet.stack.tcp.states import State
 from rootlessnet.wire import WireError

@@ -17,10 +17,27 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import NoPayload, Packet, Raw
 
 from rootlessnet.stack.config import GATEWAY_MAC, NetConfig
-from rootlessnet.stack.core import EV_PING, EV_TCP_OPEN, EV_UDP, Core
-from rootlessnet.stack.frames import VNET
+from rootlessnet.stack.core import Core, PingRequest, TcpOpen, UdpDatagram
+from rootlessnet.wire.frames import VNET
 from rootlessnet.stack.tcp import Notice, State
 from rootlessnet.wire.checksum import ones_sum
+
+
+# The core's typed events as tuples, for traces written before they were typed.
+EV_TCP_OPEN, EV_UDP, EV_PING = "tcp_open", "udp", "ping"
+
+
+def as_tuple(ev):
+    if type(ev) is TcpOpen:
+        return (EV_TCP_OPEN, ev.flow)
+    if type(ev) is UdpDatagram:
+        return (EV_UDP, ev.src, ev.sport, ev.dst, ev.dport, ev.payload, ev.header)
+    assert type(ev) is PingRequest, ev
+    return (EV_PING, ev.src, ev.dst, ev.ident, ev.seq, ev.data)
+
+
+def events(core) -> list:
+    return [as_tuple(e) for e in core.events]
 
 GUEST_MAC = "52:54:00:12:34:56"
 GW_MAC = ":".join(f"{b:02x}" for b in GATEWAY_MAC)
@@ -127,8 +144,8 @@ class Conn:
         self.seq = 1000
         feed(core, syn(sport, dst, dport, self.seq, mss=mss), now)
         ev = core.events.pop()
-        assert ev[0] == EV_TCP_OPEN
-        self.flow = ev[1]
+        assert type(ev) is TcpOpen
+        self.flow = ev.flow
         core.tcp_accept(self.flow, now)
         core.flush(now)
         (synack,) = drain(core)
@@ -229,7 +246,7 @@ def test_echo_to_outside_address_is_an_event() -> None:
     core = make_core()
     feed(core, from_guest(IP(src=GUEST, dst=REMOTE) / ICMP(type=8, id=9, seq=1) / Raw(b"abc")))
     assert drain(core) == []
-    assert core.events == [(EV_PING, ip4(GUEST), ip4(REMOTE), 9, 1, b"abc")]
+    assert events(core) == [(EV_PING, ip4(GUEST), ip4(REMOTE), 9, 1, b"abc")]
     # the shell's ping socket answered: echo_reply sends it back
     core.echo_reply(ip4(REMOTE), ip4(GUEST), 9, 1, b"abc")
     (out,) = drain(core)
@@ -259,7 +276,7 @@ def test_udp_to_outside_is_an_event_with_header_quote() -> None:
     dgram = IP(src=GUEST, dst=REMOTE, id=77) / UDP(sport=5000, dport=9999) / Raw(b"query")
     feed(core, from_guest(dgram))
     assert drain(core) == []
-    ((ev, src, sport, dst, dport, payload, quote),) = core.events
+    ((ev, src, sport, dst, dport, payload, quote),) = events(core)
     assert (ev, src, sport, dst, dport, payload) == (EV_UDP, ip4(GUEST), 5000, ip4(REMOTE), 9999, b"query")
     assert quote == bytes(dgram)[:28]  # IP header + UDP header, for an ICMP error later
 
@@ -307,14 +324,14 @@ def test_udp_bad_checksum_dropped_zero_checksum_accepted() -> None:
     assert core.events == []
     assert core.statistics()["drop_udp_bad_checksum"] == 1
     feed(core, from_guest(IP(src=GUEST, dst=REMOTE) / UDP(sport=5000, dport=9999, chksum=0) / Raw(b"none")))
-    assert [e[5] for e in core.events] == [b"none"]  # RFC 768: zero = no checksum (IPv4)
+    assert [e[5] for e in events(core)] == [b"none"]  # RFC 768: zero = no checksum (IPv4)
 
 
 def test_udp_checksum_trusted_when_guest_left_it_to_the_device() -> None:
     core = make_core(vnet=True, offload=True)
     feed(core, from_guest(IP(src=GUEST, dst=REMOTE) / UDP(sport=5000, dport=9999, chksum=0xBEEF) / Raw(b"ok")),
          vflags=1)  # VIRTIO_NET_HDR_F_NEEDS_CSUM
-    assert [e[5] for e in core.events] == [b"ok"]
+    assert [e[5] for e in events(core)] == [b"ok"]
 
 
 def test_udp_bad_length_dropped() -> None:
@@ -341,7 +358,7 @@ def test_syn_to_gateway_refused_without_host_loopback() -> None:
 def test_syn_to_gateway_with_host_loopback_opens_to_127_0_0_1() -> None:
     core = make_core(allow_host_loopback=True)
     feed(core, syn(dst=GW, dport=80))
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     assert ev == EV_TCP_OPEN and flow.handle == ("127.0.0.1", 80)
     assert drain(core) == []  # nothing until the shell accepts
 
@@ -349,10 +366,10 @@ def test_syn_to_gateway_with_host_loopback_opens_to_127_0_0_1() -> None:
 def test_syn_to_dns_port_53_goes_to_upstream() -> None:
     core = make_core(dns_upstream=("198.51.100.53", 5353))
     feed(core, syn(dst=DNS, dport=53))
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     assert flow.handle == ("198.51.100.53", 5353)
     feed(core, syn(sport=40001, dst=DNS, dport=80))
-    assert len(core.events) == 1
+    assert len(events(core)) == 1
     assert core.statistics()["refused_virtual_address"] == 1
 
 
@@ -372,9 +389,9 @@ def test_outbound_none_refuses_and_cidr_allows() -> None:
     assert_match(drain(core)[0].pkt, TCP(flags="RA"))
     core = make_core(outbound=(ipaddress.ip_network("192.0.2.0/24"),))
     feed(core, syn())
-    assert core.events[0][1].handle == (REMOTE, 80)
+    assert events(core)[0][1].handle == (REMOTE, 80)
     feed(core, syn(sport=40001, dst="198.51.100.1"))
-    assert len(core.events) == 1 and core.statistics()["refused_outbound"] == 1
+    assert len(events(core)) == 1 and core.statistics()["refused_outbound"] == 1
 
 
 # ----------------------------------------------------------------- TCP through the core (RFC 9293)
@@ -383,7 +400,7 @@ def test_outbound_none_refuses_and_cidr_allows() -> None:
 def test_syn_ack_carries_mss_and_window_scale(mtu: int) -> None:
     core = make_core(mtu=mtu)
     feed(core, syn(seq=1000))
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     core.tcp_accept(flow, 0.0)
     core.flush(0.0)
     (out,) = drain(core)
@@ -488,7 +505,7 @@ def test_new_syn_in_time_wait_recycles_the_flow() -> None:
     core = make_core(mtu=1500)
     c = _time_wait(core)
     feed(core, syn(seq=c.seq + 100000), 2.0)
-    ((ev, new),) = core.events
+    ((ev, new),) = events(core)
     assert ev == EV_TCP_OPEN and new is not c.flow and core.flows[new.key] is new
     assert core.statistics()["tcp_time_wait_entries"] == 0
 
@@ -516,7 +533,7 @@ def test_rst_out_of_window_gets_challenge_ack() -> None:
 def test_tcp_refuse_sends_rst_ack() -> None:
     core = make_core()
     feed(core, syn(seq=0xFFFFFFFF))  # ISN at the wrap: ACK = 0
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     core.tcp_refuse(flow)
     (out,) = drain(core)
     assert_match(out.pkt, IP(src=REMOTE, dst=GUEST) / TCP(sport=80, dport=40000, flags="RA", seq=0, ack=0))
@@ -527,7 +544,7 @@ def test_tcp_refuse_sends_rst_ack() -> None:
 def test_tcp_unreachable_sends_icmp_quoting_the_syn() -> None:
     core = make_core()
     feed(core, syn(sport=40123, dport=443, seq=4242))
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     core.tcp_unreachable(flow, 1)  # host unreachable
     (out,) = drain(core)
     assert_match(out.pkt, IP(src=REMOTE, dst=GUEST) / ICMP(type=3, code=1) /
@@ -539,7 +556,7 @@ def test_tcp_unreachable_sends_icmp_quoting_the_syn() -> None:
 def test_icmp_unreachable_for_udp_quote() -> None:
     core = make_core()
     feed(core, from_guest(IP(src=GUEST, dst=REMOTE) / UDP(sport=5000, dport=9) / Raw(b"x")))
-    quote = core.events[0][6]
+    quote = events(core)[0][6]
     core.icmp_unreachable(quote, 3)
     (out,) = drain(core)
     assert_match(out.pkt, IP(src=REMOTE, dst=GUEST) / ICMP(type=3, code=3) / IPerror(src=GUEST, dst=REMOTE) /
@@ -635,9 +652,9 @@ def test_guest_checksum_offload_flag_skips_verification() -> None:
     frame = syn()
     frame[TCP].chksum = 0x1111  # partial: the guest kernel left it to the device (us)
     feed(core, frame, vflags=1)
-    assert [e[0] for e in core.events] == [EV_TCP_OPEN]
+    assert [e[0] for e in events(core)] == [EV_TCP_OPEN]
     feed(core, frame, vflags=0)  # the same bytes without the flag: verified, dropped
-    assert len(core.events) == 1 and core.statistics()["drop_tcp_bad_checksum"] == 1
+    assert len(events(core)) == 1 and core.statistics()["drop_tcp_bad_checksum"] == 1
 
 
 # ----------------------------------------------------------------- guest MAC learning
@@ -692,7 +709,7 @@ def test_v6_syn_opens_and_syn_ack_uses_v6_mss() -> None:
     core = make_core(ipv6=True, mtu=1500)
     feed(core, from_guest(IPv6(src=GUEST6, dst=REMOTE6) / TCP(sport=40000, dport=443, flags="S", seq=7,
                                                                 options=[("MSS", 1440)])))
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     assert flow.handle == (REMOTE6, 443)
     core.tcp_accept(flow, 0.0)
     core.flush(0.0)
@@ -707,7 +724,7 @@ def test_v6_unreachable_is_icmpv6_quoting_the_syn() -> None:
 
     core = make_core(ipv6=True)
     feed(core, from_guest(IPv6(src=GUEST6, dst=REMOTE6) / TCP(sport=40000, dport=443, flags="S", seq=7)))
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     core.tcp_unreachable(flow, 3)
     (out,) = drain(core)
     assert_match(out.pkt, IPv6(src=REMOTE6, dst=GUEST6) / ICMPv6DestUnreach(code=4) /
@@ -725,7 +742,7 @@ def test_v6_echo_to_gateway_answered() -> None:
     (out,) = drain(core)
     assert_match(out.pkt, IPv6(src="fd00::2", dst=GUEST6) / ICMPv6EchoReply(id=3, seq=4, data=b"hi"))
     feed(core, from_guest(IPv6(src=GUEST6, dst=REMOTE6) / ICMPv6EchoRequest(id=3, seq=5, data=b"out")))
-    assert core.events == [(EV_PING, ipaddress.IPv6Address(GUEST6).packed, ipaddress.IPv6Address(REMOTE6).packed,
+    assert events(core) == [(EV_PING, ipaddress.IPv6Address(GUEST6).packed, ipaddress.IPv6Address(REMOTE6).packed,
                             3, 5, b"out")]
 
 
@@ -743,7 +760,7 @@ def test_udp_quote_covers_ip_options() -> None:
     core = make_core()
     dgram = IP(src=GUEST, dst=REMOTE, options=[b"\x94\x04\x00\x00"]) / UDP(sport=5000, dport=9) / Raw(b"x")
     feed(core, from_guest(dgram))
-    quote = core.events[0][6]
+    quote = events(core)[0][6]
     assert quote == bytes(dgram)[:24 + 8]
     core.icmp_unreachable(quote, 3)
     (out,) = drain(core)
@@ -753,7 +770,7 @@ def test_udp_quote_covers_ip_options() -> None:
 def test_tcp_unreachable_quote_has_valid_ip_checksum() -> None:
     core = make_core()
     feed(core, syn(sport=40123, dport=443, seq=4242))
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     core.tcp_unreachable(flow, 1)
     (out,) = drain(core)
     inner = IP(bytes(out.pkt[IPerror]))

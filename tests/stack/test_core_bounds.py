@@ -13,7 +13,7 @@ from scapy.layers.dns import DNS as DNSLayer, DNSQR
 from scapy.packet import Raw
 
 from rootlessnet.stack.config import Limits, NetConfig
-from rootlessnet.stack.core import EV_TCP_OPEN, Core
+from rootlessnet.stack.core import Core
 from rootlessnet.stack.tcp.connection import TcpConnection
 
 from test_core import GUEST, GUEST_MAC, GW, GW_MAC, REMOTE, Conn, drain, feed, from_guest, make_core, seg, syn

@@ -18,7 +18,8 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
 from rootlessnet.stack.config import GATEWAY_MAC, Limits, NetConfig
-from rootlessnet.stack.core import EV_TCP_OPEN, Core
+from rootlessnet.stack.core import Core, TcpOpen
+from test_core import EV_TCP_OPEN, events
 
 GUEST_MAC = "52:54:00:12:34:56"
 GW_MAC = ":".join(f"{b:02x}" for b in GATEWAY_MAC)
@@ -42,7 +43,7 @@ def trace(core: Core) -> int:
     Internal errors are not a trace: a bug caught by Core.receive must not pass for a drop."""
     assert not core.stats.get("internal_errors"), core.first_internal_error
     tcp = sum(sum(f.conn.statistics().values()) for f in core.flows.values())
-    return sum(core.stats.values()) + tcp + len(core.frames) + len(core._pending_l2) + len(core.events)
+    return sum(core.stats.values()) + tcp + len(core.frames) + len(core._pending_l2) + len(events(core))
 
 
 def feed(core: Core, frame, now: float = 0.0, vflags: int = 0) -> None:
@@ -108,7 +109,7 @@ def test_truncated_at_every_length_is_dropped(kind: str) -> None:
         assert drops(core) == before + 1, f"{kind} cut at {n}: {core.statistics()}"
     assert core.events == [] and core.frames == []
     core.receive(raw, 0, 0.0)  # the whole frame still works
-    assert core.events or core.frames
+    assert events(core) or core.frames
 
 
 @pytest.mark.parametrize("kind", ["tcp", "udp", "icmp"])
@@ -130,14 +131,14 @@ def test_ethernet_padding_after_ip_total_length_is_ignored() -> None:
     core = make_core()
     feed(core, bytes(VALID["tcp"]) + b"\x00" * 6)
     feed(core, bytes(VALID["udp"]) + b"\xaa" * 10)
-    assert [e[0] for e in core.events] == [EV_TCP_OPEN, "udp"]
-    assert core.events[1][5] == b"query"
+    assert [e[0] for e in events(core)] == [EV_TCP_OPEN, "udp"]
+    assert events(core)[1][5] == b"query"
 
 
 def test_ip_options_are_skipped() -> None:
     core = make_core()
     feed(core, g(IP(src=GUEST, dst=REMOTE, options=[b"\x94\x04\x00\x00"]) / UDP(sport=1, dport=2) / Raw(b"ra")))
-    assert core.events[0][5] == b"ra"
+    assert events(core)[0][5] == b"ra"
 
 
 @pytest.mark.parametrize("kind", ["tcp", "udp", "icmp"])
@@ -245,7 +246,7 @@ class Guest:
         self.seq = 1000
         feed(core, g(IP(src=GUEST, dst=REMOTE) / TCP(sport=sport, dport=80, flags="S", seq=self.seq,
                                                      options=[("MSS", 1460), ("NOP", None), ("WScale", 7)])))
-        self.flow = core.events.pop()[1]
+        self.flow = core.events.pop().flow
         core.tcp_accept(self.flow, 0.0)
         core.flush(0.0)
         synack = Ether(b"".join(core.take_frames()[0]))
@@ -313,8 +314,8 @@ def test_syn_flood_of_2000_ports() -> None:
         p[TCP].sport = port
         del p[TCP].chksum
         core.receive(bytes(p), 0, 0.0)
-    assert len(core.events) == 2000
-    assert {e[1].gport for e in core.events} == set(range(20000, 22000))
+    assert len(events(core)) == 2000
+    assert {e[1].gport for e in events(core)} == set(range(20000, 22000))
     assert core.statistics()["tcp_flows"] == 2000 and core.statistics()["tcp_syn"] == 2000
     assert core.frames == []  # nothing answered until the shell accepts
 
@@ -326,7 +327,7 @@ def test_syn_flood_beyond_table_limit_is_refused_and_counted() -> None:
         p[TCP].sport = port
         del p[TCP].chksum
         core.receive(bytes(p), 0, 0.0)
-    assert len(core.events) == 100 and core.stats["tcp_refused_table_full"] == 50
+    assert len(events(core)) == 100 and core.stats["tcp_refused_table_full"] == 50
     rsts = [Ether(b"".join(f)) for f in core.take_frames()]
     assert len(rsts) == 50 and all(r[TCP].flags == "RA" for r in rsts)
 
@@ -335,7 +336,7 @@ def test_repeated_syn_same_port_is_one_flow() -> None:
     core = make_core()
     for _ in range(5):
         feed(core, VALID["tcp"])
-    assert len(core.events) == 1 and len(core.flows) == 1
+    assert len(events(core)) == 1 and len(core.flows) == 1
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,8 @@ import pytest
 from scapy.layers.inet import TCP
 
 from rootlessnet.stack.config import Limits
-from rootlessnet.stack.core import EV_TCP_OPEN, Core
+from rootlessnet.stack.core import Core
+from test_core import EV_TCP_OPEN, events
 
 from test_core import Conn, _time_wait, drain, feed, make_core, syn
 
@@ -42,7 +43,7 @@ def test_reconnect_from_the_same_port_with_a_lower_isn_takes_one_syn_retry_not_2
     assert core.statistics()["tcp_time_wait_killed"] == 1
     assert drain(core) == []
     feed(core, syn(seq=(c.seq - 50000) % 2**32), 3.0)  # the guest's SYN retransmission (1 s later)
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     assert ev == EV_TCP_OPEN and core.flows[flow.key] is flow
 
 
@@ -51,7 +52,7 @@ def test_higher_isn_starts_a_new_incarnation_with_linux_isn() -> None:
     c = _time_wait(core)
     old_snd_nxt = c.ack
     feed(core, syn(seq=c.seq + 1000), 2.0)
-    ((ev, flow),) = core.events
+    ((ev, flow),) = events(core)
     core.events.clear()
     core.tcp_accept(flow, 2.0)
     core.flush(2.0)
@@ -111,4 +112,4 @@ def test_time_wait_table_is_bounded_and_overflow_counted() -> None:
     assert st["tcp_time_wait_entries"] == 3 and st["tcp_time_wait_overflow"] == 2 and st["tcp_flows"] == 0
     # an overflowed 4-tuple is simply free again: a new SYN opens a connection
     feed(core, syn(sport=42004, seq=5), 2.0)
-    assert core.events[-1][0] == EV_TCP_OPEN
+    assert events(core)[-1][0] == EV_TCP_OPEN

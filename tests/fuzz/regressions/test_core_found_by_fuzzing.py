@@ -74,7 +74,7 @@ def test_fast_retransmit_resends_only_what_was_sent():
     core = Core(NetConfig())
     guest(core, 1000, None, m.SYN, 65535, b"\x02\x04\x05\xb4")  # MSS 1460, no window scaling
     (ev,) = core.events
-    flow = ev[1]
+    flow = ev.flow
     core.tcp_accept(flow, 1000.0)
     core.flush(1000.0)
     (synack,) = segments(core)
@@ -102,7 +102,7 @@ def test_syn_reusing_a_time_wait_flow_with_unread_data_tells_the_shell():
     guest(core, 1000, None, m.SYN, 65535, b"\x02\x04\x05\xb4")
     (ev,) = core.events
     core.events.clear()
-    old = ev[1]
+    old = ev.flow
     core.tcp_accept(old, 1000.0)
     core.flush(1000.0)
     (synack,) = segments(core)
@@ -134,7 +134,7 @@ def test_zero_window_probe_with_data_in_flight_resends_only_what_was_sent():
     core = Core(NetConfig())
     guest(core, 1000, None, m.SYN, 500, b"\x02\x04\x05\xb4")
     (ev,) = core.events
-    flow = ev[1]
+    flow = ev.flow
     core.tcp_accept(flow, 1000.0)
     core.flush(1000.0)
     (synack,) = segments(core)

@@ -1,34 +1,50 @@
-"""stack.frames: build outgoing Ethernet/IP/L4 frames fast (hot path).
+"""Wire layer, frame emitters: the datapath's outgoing headers (hot path).
 
-Every builder returns the *headers* as one bytes object — virtio-net header
-(when the device has one) + Ethernet + IP + L4 header — and leaves the payload
-to the caller, who writes both with one writev: the payload is never copied
-in Python. With offload, the L4 checksum field holds only the pseudo-header
-sum and the virtio header asks the device to finish it (NEEDS_CSUM); TCP
-payloads longer than the MSS go out as one GSO frame the kernel splits.
+Every builder returns the *headers* — virtio-net header (when the device has
+one) + Ethernet + IP + L4 header — and leaves the payload to the caller, who
+writes both with one writev: the payload is never copied in Python. With
+offload, the L4 checksum field holds only the pseudo-header sum and the
+virtio header asks the device to finish it (NEEDS_CSUM); TCP payloads longer
+than the MSS go out as one GSO frame the kernel splits.
+
+``TcpTemplate`` is one flow's headers built once: a segment without options
+copies the template and writes only what changes (IP length, id and
+checksum; seq, ack, flags, window, TCP checksum; the GSO fields), with the
+checksums finished from sums kept in the template instead of summing the
+headers again. The header layouts are this package's (ethernet, ipv4, ipv6,
+tcp, udp, vnet); nothing else on the datapath builds headers.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from rootlessnet.wire.checksum import fold, ones_sum
+from rootlessnet.wire.ethernet import HEADER as ETH
+from rootlessnet.wire.ipv4 import HEADER as IP4
+from rootlessnet.wire.ipv6 import HEADER as IP6
+from rootlessnet.wire.tcp import HEADER as TCP
+from rootlessnet.wire.udp import HEADER as UDP
+from rootlessnet.wire.vnet import VNET_HDR as VNET
 
-ETH = struct.Struct("!6s6sH")
-IP4 = struct.Struct("!BBHHHBBH4s4s")
-IP6 = struct.Struct("!IHBB16s16s")
-TCP = struct.Struct("!HHIIBBHHH")
-UDP = struct.Struct("!HHHH")
-VNET = struct.Struct("<BBHHHH")
+ETH_IP4: Final = 0x0800
+ETH_IP6: Final = 0x86DD
+ETH_ARP: Final = 0x0806
+NEEDS_CSUM: Final = 1
+GSO_TCPV4: Final = 1
+GSO_TCPV6: Final = 4
+NO_VNET: Final = VNET.pack(0, 0, 0, 0, 0, 0)
+_U16 = struct.Struct("!H")
+_VGSO = struct.Struct("<BBHH")  # flags, gso_type, hdr_len, gso_size: what changes per segment
+_TCP_VAR = struct.Struct("!IIBBHH")  # seq, ack, offset, flags, window, checksum
+_IP4_VAR = struct.Struct("!HH")  # total length, id
 
-ETH_IP4 = 0x0800
-ETH_IP6 = 0x86DD
-ETH_ARP = 0x0806
-NEEDS_CSUM = 1
-GSO_TCPV4, GSO_TCPV6 = 1, 4
-NO_VNET = VNET.pack(0, 0, 0, 0, 0, 0)
-
-TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+TCP_FIN: Final = 0x01
+TCP_SYN: Final = 0x02
+TCP_RST: Final = 0x04
+TCP_PSH: Final = 0x08
+TCP_ACK: Final = 0x10
 
 
 def _ip4_csum(hdr: bytes) -> int:
@@ -38,7 +54,15 @@ def _ip4_csum(hdr: bytes) -> int:
 class FrameBuilder:
     """Per-engine frame factory: knows the MACs and whether the device offloads."""
 
-    __slots__ = ("vnet", "offload", "src_mac", "dst_mac", "_ip_id", "hop_limit")
+    __slots__ = ("vnet", "offload", "src_mac", "dst_mac", "_ip_id", "hop_limit", "generation")
+
+    vnet: bool
+    offload: bool
+    src_mac: bytes
+    dst_mac: bytes
+    _ip_id: int
+    hop_limit: int
+    generation: int
 
     def __init__(self, src_mac: bytes, dst_mac: bytes, *, vnet: bool, offload: bool):
         self.vnet = vnet
@@ -47,6 +71,14 @@ class FrameBuilder:
         self.dst_mac = dst_mac
         self._ip_id = 0
         self.hop_limit = 64
+        self.generation = 0  # bumped when dst_mac changes: flow templates are then rebuilt
+
+    def set_dst_mac(self, mac: bytes) -> None:
+        self.dst_mac = mac
+        self.generation += 1
+
+    def tcp_template(self, src: bytes, dst: bytes, sport: int, dport: int) -> "TcpTemplate":
+        return TcpTemplate(self, src, dst, sport, dport)
 
     def _next_id(self) -> int:
         self._ip_id = (self._ip_id + 1) & 0xFFFF
@@ -74,7 +106,7 @@ class FrameBuilder:
     # -- TCP ------------------------------------------------------------------
 
     def tcp(self, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
-            options: bytes, payload, mss: int) -> bytes:
+            options: bytes, payload: bytes | memoryview, mss: int) -> bytes:
         """Headers of one TCP segment (IPv4 or IPv6 by address length)."""
         plen = len(payload)
         thl = 20 + len(options)
@@ -158,3 +190,78 @@ class FrameBuilder:
 
     def l2_frame(self, dst_mac: bytes, ethertype: int, payload: bytes) -> bytes:
         return (NO_VNET if self.vnet else b"") + ETH.pack(dst_mac, self.src_mac, ethertype) + payload
+
+
+class TcpTemplate:
+    """One TCP flow's headers (vnet + Ethernet + IP + TCP, no options), built once.
+
+    ``build`` writes a segment's changing fields into a copy: the IPv4 header
+    checksum is finished from the sum of the fixed fields, the TCP checksum
+    from the pseudo-header sum (offload: that sum alone, the device adds the
+    rest; otherwise plus the header and payload sums).
+    """
+
+    __slots__ = ("fb", "generation", "tmpl", "v6", "voff", "ip_off", "tcp_off", "ip_sum", "pseudo", "offload",
+                 "vnet", "hdr_len")
+
+    fb: FrameBuilder
+    generation: int
+    tmpl: bytearray
+    v6: bool
+    voff: int
+    ip_off: int
+    tcp_off: int
+    ip_sum: int
+    pseudo: int
+    offload: bool
+    vnet: bool
+    hdr_len: int
+
+    def __init__(self, fb: FrameBuilder, src: bytes, dst: bytes, sport: int, dport: int):
+        self.fb = fb
+        self.generation = fb.generation
+        self.v6 = v6 = len(src) == 16
+        self.vnet = fb.vnet
+        self.offload = fb.offload
+        self.voff = voff = 10 if fb.vnet else 0
+        self.ip_off = ip_off = voff + 14
+        if v6:
+            iph = IP6.pack(0x60000000, 0, 6, 64, src, dst)
+            self.pseudo = ones_sum(src + dst + b"\0\0\0\x06")  # + TCP length per segment
+            self.ip_sum = 0
+        else:
+            iph = IP4.pack(0x45, 0, 0, 0, 0x4000, 64, 6, 0, src, dst)
+            self.ip_sum = ones_sum(iph)  # + total length + id per segment
+            self.pseudo = ones_sum(src + dst + b"\0\x06")
+        self.tcp_off = tcp_off = ip_off + len(iph)
+        self.hdr_len = tcp_off + 20 - voff  # from the Ethernet header to the TCP payload
+        th = TCP.pack(sport, dport, 0, 0, 0x50, 0, 0, 0, 0)
+        vh = VNET.pack(NEEDS_CSUM if fb.offload else 0, 0, 0, 0, tcp_off - voff if fb.offload else 0,
+                       16 if fb.offload else 0) if fb.vnet else b""
+        self.tmpl = bytearray(vh + ETH.pack(fb.dst_mac, fb.src_mac, ETH_IP6 if v6 else ETH_IP4) + iph + th)
+
+    def build(self, seq: int, ack: int, flags: int, window: int, payload: bytes | memoryview, mss: int) -> bytearray:
+        h = bytearray(self.tmpl)
+        plen = len(payload)
+        tcp_len = 20 + plen
+        ip_off = self.ip_off
+        if self.v6:
+            _U16.pack_into(h, ip_off + 4, tcp_len)
+        else:
+            fb = self.fb
+            ident = fb._ip_id = (fb._ip_id + 1) & 0xFFFF
+            total = 20 + tcp_len
+            _IP4_VAR.pack_into(h, ip_off + 2, total, ident)
+            _U16.pack_into(h, ip_off + 10, 0xFFFF - fold(self.ip_sum + total + ident))
+        tcp_off = self.tcp_off
+        if self.offload:
+            _TCP_VAR.pack_into(h, tcp_off + 4, seq, ack, 0x50, flags, window, fold(self.pseudo + tcp_len))
+            if plen > mss:
+                _VGSO.pack_into(h, 0, NEEDS_CSUM, GSO_TCPV6 if self.v6 else GSO_TCPV4, self.hdr_len, mss)
+            return h
+        _TCP_VAR.pack_into(h, tcp_off + 4, seq, ack, 0x50, flags, window, 0)
+        s = ones_sum(memoryview(h)[tcp_off:], self.pseudo + tcp_len)
+        if plen:
+            s = ones_sum(payload, s)
+        _U16.pack_into(h, tcp_off + 16, 0xFFFF - fold(s))
+        return h

@@ -1,4 +1,4 @@
-"""FrameBuilder: outgoing Ethernet/IP/L4 headers, checked by scapy (stack.frames)."""
+"""FrameBuilder: outgoing Ethernet/IP/L4 headers, checked by scapy (wire.frames)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, defragment6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
-from rootlessnet.stack.frames import GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, NO_VNET, VNET, FrameBuilder
+from rootlessnet.wire.frames import GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, NO_VNET, VNET, FrameBuilder
 from rootlessnet.wire.checksum import ones_sum
 
 SRC_MAC = bytes.fromhex("525500000002")
