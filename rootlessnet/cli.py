@@ -17,7 +17,7 @@ import sys
 from typing import Callable
 
 from rootlessnet import __version__
-from rootlessnet.errors import UserError, describe, find_environment_error, find_user_error
+from rootlessnet.errors import describe, find_environment_error, find_user_error
 
 
 class _Parser(argparse.ArgumentParser):

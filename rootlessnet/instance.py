@@ -534,7 +534,7 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
             if inst.engine is not None:
                 inst.engine.go()
 
-        async with launcher.open_namespaces(opts.namespace_options(), state, setup) as _ns:
+        async with launcher.open_namespaces(opts.namespace_options(), state, setup):
             yield holder[0]
     finally:
         state.release()

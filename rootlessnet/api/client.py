@@ -15,6 +15,7 @@ import json
 import socket
 from typing import Any
 
+from rootlessnet.api.unixpath import usable
 from rootlessnet.errors import UserError
 from rootlessnet.port.spec import PortSpec
 
@@ -42,7 +43,8 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
-            sock.connect(self.socket_path)
+            with usable(self.socket_path) as path:  # over 107 bytes: through the directory's fd
+                sock.connect(path)
         except BaseException:
             sock.close()
             raise

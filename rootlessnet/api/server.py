@@ -36,6 +36,7 @@ import h11
 import trio
 
 from rootlessnet.api import jsonbody
+from rootlessnet.api.unixpath import usable
 from rootlessnet.errors import UserError
 from rootlessnet.port.spec import PortDriver, PortError, PortSpec, SpecError
 
@@ -433,10 +434,10 @@ async def serve_api(path: str, *, info: Callable[[], dict], ports: PortDriver | 
         try:
             # Bound here, not by trio.socket (which binds paths in a worker thread): an idle worker
             # would outlive set-up, and the launcher confines itself single-threaded (ns/confine.py).
-            std.bind(path)
+            with usable(path) as short:  # a path over 107 bytes is bound through its directory's fd
+                std.bind(short)
         except OSError as e:
-            hint = " (use a shorter --state-dir: socket paths are limited to 107 bytes)" if "too long" in str(e) else ""
-            raise UserError(f"cannot create the API socket {path}: {e.strerror or e}{hint}") from None
+            raise UserError(f"cannot create the API socket {path}: {e.strerror or e}") from None
         ino = os.stat(path).st_ino
         # Not yet listening: nobody can connect before the mode is tightened.
         os.chmod(path, 0o600)

@@ -35,6 +35,7 @@ from typing import Any
 import trio
 
 from rootlessnet.api.jsonbody import nesting_depth
+from rootlessnet.api.unixpath import usable
 from rootlessnet.port.spec import PortError, PortSpec, SpecError
 
 MAX_REQUEST = 4096  # slirp4netns's buffer: a request of 4096 bytes or more is "too large"
@@ -253,7 +254,8 @@ def bind_socket(path: str) -> socket.socket:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
+        with usable(path) as short:  # a path over 107 bytes is bound through its directory's fd
+            sock.bind(short)
         sock.listen(64)
     except BaseException:
         sock.close()

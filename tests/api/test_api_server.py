@@ -549,3 +549,18 @@ async def test_client_missing_or_dead_socket(tmp_path):
     finally:
         os.unlink(path)
         os.rmdir(os.path.dirname(path))
+
+
+async def test_socket_path_longer_than_sun_path(tmp_path):
+    """A state directory deep in a tree: the socket is bound and reached through its directory's fd."""
+    d = tmp_path / ("x" * 60) / ("y" * 60)
+    d.mkdir(parents=True)
+    d.chmod(0o700)
+    path = str(d / "api.sock")
+    assert len(path) > 107
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(serve_api, path, info=lambda: INFO, ports=None, stats=None))
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        assert await trio.to_thread.run_sync(ApiClient(path).info) == INFO
+        nursery.cancel_scope.cancel()
+    assert not os.path.exists(path)

@@ -14,11 +14,10 @@ import resource
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import NO_DNS, Background, one_line_error, requires_userns, rn, wait_for
+from tests.integration.conftest import NO_DNS, Background, one_line_error, requires_userns, rn
 
 pytestmark = [pytest.mark.integration]
 

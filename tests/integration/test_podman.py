@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,4 +236,3 @@ def test_stop_is_clean(podman):
     wait_for(lambda: not podman.our_processes(), timeout=20, what="the network helpers to exit")
     assert not any(s.exists() for s in sockets)  # the API socket is removed
     podman("rm", "stopme")
-    time.sleep(0)
