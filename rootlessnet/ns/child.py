@@ -356,7 +356,7 @@ class Child:
                 sc.unshare(sc.CLONE_NEWNET)
                 set_link_up("lo")
                 sc.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None, sc.MS_BIND)
-                fd, vnet, offload = open_tap(req.get("name", "tap0"), vnet=req.get("vnet", True), config=TapConfig(
+                fd, vnet, offload = open_tap(req.get("name", "tap0"), vnet=req.get("vnet", True), persist=True, config=TapConfig(
                     mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"], gateway=req["gateway"],
                     ipv6=req.get("ipv6", False), address6=req.get("address6")))
                 out.update(fd=fd, vnet=vnet, offload=offload)
@@ -375,6 +375,7 @@ class Child:
         from rootlessnet.ns.tap import TapConfig, open_tap
 
         fd, vnet, offload = open_tap(req["name"], vnet=req.get("vnet", True), offload=req.get("offload", True),
+                                     persist=True,  # the instance's own netns: the tap goes with it
                                      config=TapConfig(mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
                                                       gateway=req["gateway"], ipv6=req.get("ipv6", False),
                                                       address6=req.get("address6"), mac=req.get("mac")))

@@ -87,3 +87,20 @@ def test_latency_on_one_link(rootless_network):
     assert 0.15 < slow - base < 0.45, (base, slow)
     net.link("a").clear()
     assert rtt() < base + 0.05
+
+
+@pytest.mark.rootless(names=["a", "b", "c"])
+def test_one_slow_pair(rootless_network):
+    net = rootless_network
+    for h in ("b", "c"):
+        net.host(h).popen([PY, PROG, "udp-serve", "9000"])
+
+    def rtt(dst: str) -> float:
+        r = net.host("a").run([PY, PROG, "udp-rtt", dst, "9000", "--count", "5"],
+                              capture_output=True, text=True, check=True, timeout=60)
+        return float(r.stdout)
+
+    net.pair("a", "b", both=True).impair(netem="delay 50ms 5ms distribution normal", seed=1)  # only a <-> b
+    assert 0.08 < rtt("b") < 0.3 and rtt("c") < 0.05
+    net.pair("a", "b", both=True).clear()
+    assert rtt("b") < 0.05
