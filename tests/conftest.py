@@ -18,20 +18,13 @@ import tempfile
 
 import pytest
 
+from rootlessnet.stack import core as core_mod
 from rootlessnet.stack.core import Core
 
 _CORES: list[Core] = []  # strong references: a test's cores are checked after it returned
 _LOG = os.path.join(tempfile.mkdtemp(prefix="rootlessnet-internal-errors-"), "log")
 os.environ["ROOTLESSNET_INTERNAL_ERROR_LOG"] = _LOG
-_init = Core.__init__
-
-
-def _tracking_init(self, *a, **kw):
-    _init(self, *a, **kw)
-    _CORES.append(self)
-
-
-Core.__init__ = _tracking_init
+core_mod.ON_CREATE.append(_CORES.append)
 
 
 def _log_size() -> int:

@@ -25,7 +25,7 @@ from rootlessnet.stack.core import TcpFlow
 from rootlessnet.stack.tcp.notice import Notice
 
 if TYPE_CHECKING:
-    from rootlessnet.io.engine import Engine
+    from rootlessnet.io.engine import Port  # the NAT tables of one port talk to the engine through it
 
 EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR, select.EPOLLHUP
 # 64 KiB per host recv: a bigger request makes CPython's allocation an mmap + mremap + munmap per
@@ -96,7 +96,7 @@ class HostConn:
 class TcpNat:
     CONNECT_TIMEOUT = 75.0
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Port):
         self.engine = engine
         self.core = engine.core
         self.conns: dict[int, HostConn] = {}
@@ -126,7 +126,23 @@ class TcpNat:
         if err not in (0, errno.EINPROGRESS):
             self._connect_failed(hc, err)
             return
+        connected = err == 0
+        if not connected:
+            # On loopback the handshake is usually over by the time connect() returns: one
+            # getpeername() tells, and saves the guest a wake-up of the datapath before its SYN-ACK.
+            try:
+                s.getpeername()
+                connected = True
+            except OSError:
+                pass
         self.conns[hc.fd] = hc
+        if connected:
+            hc.connecting = False
+            stats["tcp_connected"] += 1
+            self.engine.register(hc.fd, self._on_event, hc, 0)
+            self.core.tcp_accept(flow, now)
+            self._want(hc)
+            return
         self.connecting += 1
         self.engine.register(hc.fd, self._on_event, hc, EPOLLOUT)
         hc.mask = EPOLLOUT
@@ -380,7 +396,8 @@ class TcpNat:
             for hc in self.draining:
                 if hc.dead:
                     continue
-                if now - hc.drain_since > RESET_DRAIN_TIMEOUT:
+                since = hc.drain_since
+                if since is not None and now - since > RESET_DRAIN_TIMEOUT:
                     self.core.stats["tcp_drain_timeout"] += 1
                     self._close(hc, rst=True)
                     continue
@@ -402,7 +419,7 @@ class UdpFlow:
 
 
 class UdpNat:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Port):
         self.engine = engine
         self.core = engine.core
         self.flows: dict[tuple, UdpFlow] = {}
@@ -435,7 +452,7 @@ class UdpNat:
             except OSError as e:
                 s.close()
                 stats["udp_connect_failed"] += 1
-                self.core.icmp_unreachable(header, UNREACH_CODES.get(e.errno, 1))
+                self.core.icmp_unreachable(header, UNREACH_CODES.get(e.errno or 0, 1))
                 return
             f = UdpFlow(key, s, header, now, DNS_IDLE if dport == 53 else UDP_IDLE)
             self.flows[key] = f
@@ -502,7 +519,7 @@ class UdpNat:
 class PingNat:
     """ICMP echo to the outside through unprivileged ICMP sockets (net.ipv4.ping_group_range)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Port):
         self.engine = engine
         self.core = engine.core
         self.flows: dict[tuple, list] = {}  # (src, dst, ident) -> [sock, last, header]

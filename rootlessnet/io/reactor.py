@@ -45,7 +45,7 @@ class Reactor:
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.ep.register(self._wake, EPOLLIN)
         self._stop = False
-        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
         self._done: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._error: BaseException | None = None
@@ -141,13 +141,13 @@ class Reactor:
         With $ROOTLESSNET_PROFILE_DATAPATH=FILE the thread runs under cProfile and writes its
         statistics (pstats) to FILE when it stops: where a packet's Python time goes.
         """
-        if self._thread is None and not self._stop:
+        if self._worker is None and not self._stop:
             target = self._loop
             path = os.environ.get("ROOTLESSNET_PROFILE_DATAPATH")
             if path:
                 target = lambda: _profiled(self._loop, path)  # noqa: E731
-            self._thread = threading.Thread(target=target, name="rootlessnet-datapath", daemon=True)
-            self._thread.start()
+            self._worker = threading.Thread(target=target, name="rootlessnet-datapath", daemon=True)
+            self._worker.start()
 
     async def run(self, *, hold: bool = False, started: Callable[[], None] | None = None) -> None:
         """Own the datapath thread until cancelled (or until it fails: its exception is raised here)."""
@@ -164,8 +164,8 @@ class Reactor:
         finally:
             self._stop = True
             self.kick()
-            if self._thread is not None:
-                self._thread.join(10)  # one loop iteration at most: the kick wakes it
+            if self._worker is not None:
+                self._worker.join(10)  # one loop iteration at most: the kick wakes it
 
     def close(self) -> None:
         with self.lock:

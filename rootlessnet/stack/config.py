@@ -88,12 +88,16 @@ class NetConfig:
     gateway_mac: bytes = GATEWAY_MAC
     guest_index: int = 100  # the guest is .100 (hosts of a multi-host network: .101, .102, ...)
     limits: Limits = field(default_factory=Limits)
+    # the addresses as bytes, computed once (the hot path compares them; ipaddress arithmetic is slow)
+    _addrs: dict = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not MIN_MTU <= self.mtu <= MAX_MTU:
             raise ConfigError(f"--mtu {self.mtu} is out of range: use {MIN_MTU}..{MAX_MTU}")
         if self.cidr.prefixlen > 26:
             raise ConfigError(f"--cidr {self.cidr} is too small: use a /26 or larger (the guest is .100)")
+        net = self.cidr.network_address
+        self._addrs.update(gateway=(net + 2).packed, dns=(net + 3).packed, guest=(net + self.guest_index).packed)
 
     # addresses (bytes, as the hot path compares them)
     def _host(self, n: int) -> bytes:
@@ -101,15 +105,15 @@ class NetConfig:
 
     @property
     def gateway(self) -> bytes:
-        return self._host(2)
+        return self._addrs["gateway"]
 
     @property
     def dns(self) -> bytes:
-        return self._host(3)
+        return self._addrs["dns"]
 
     @property
     def guest(self) -> bytes:
-        return self._host(self.guest_index)
+        return self._addrs["guest"]
 
     @property
     def netmask(self) -> bytes:

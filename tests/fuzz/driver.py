@@ -35,7 +35,7 @@ from rootlessnet.stack.dns import DnsForwarder, StaticResolver, lcg_ids, servfai
 from rootlessnet.stack.ndp import NdpResponder
 from rootlessnet.stack.tcp.connection import TcpConnection
 from rootlessnet.stack.tcp.notice import Notice
-from rootlessnet.stack.tcp.timers import TcpConfig
+from rootlessnet.stack.tcp.timers import TCP_CONFIG_FIELDS, TcpConfig
 from rootlessnet.wire import WireError
 
 try:
@@ -119,7 +119,7 @@ class Session:
         if tcfg is None:  # the engine built its TcpConfig from the limits: the input's choices on top
             for attr in ("tcp_cfg4", "tcp_cfg6"):
                 base = getattr(core, attr)
-                setattr(core, attr, TcpConfig(**({k: getattr(base, k) for k in base.__slots__} | tcp_over)))
+                setattr(core, attr, TcpConfig(**({k: getattr(base, k) for k in TCP_CONFIG_FIELDS} | tcp_over)))
             tw = getattr(core, "time_wait", None)
             if tw is not None:
                 core.time_wait = type(tw)(cfg.limits.time_wait, tcp_over["time_wait"])

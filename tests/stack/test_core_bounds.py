@@ -7,14 +7,13 @@ from __future__ import annotations
 import struct
 
 import pytest
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.dns import DNS as DNSLayer, DNSQR
 from scapy.packet import Raw
 
 from rootlessnet.stack.config import Limits, NetConfig
 from rootlessnet.stack.core import Core
-from rootlessnet.stack.tcp.connection import TcpConnection
 
 from test_core import GUEST, GUEST_MAC, GW, GW_MAC, REMOTE, Conn, drain, feed, from_guest, make_core, seg, syn
 
@@ -209,25 +208,29 @@ def test_dns_over_tcp_to_the_engine_is_answered_from_the_static_table() -> None:
 
 # ------------------------------------------------------------------ internal errors
 
-def test_a_bug_is_an_internal_error_not_a_malformed_frame(monkeypatch) -> None:
-    core = make_core(mtu=1500)
-    c = Conn(core)
+class BrokenResolver:
+    """A resolver with a bug: the core calls it while it handles a frame."""
+
+    def answer(self, query: bytes, **kw) -> bytes:
+        raise IndexError("a bug behind the core's input path")
+
+
+def _dns_query_frame(qid: int) -> bytes:
+    return bytes(from_guest(IP(src=GUEST, dst="10.0.2.3") / UDP(sport=5353, dport=53) / _dns_query("x.test", qid)))
+
+
+def test_a_bug_is_an_internal_error_not_a_malformed_frame() -> None:
+    core = Core(NetConfig(mtu=1500, dns_hosts={}), resolver=BrokenResolver())
     reports = []
     core.on_internal_error = reports.append
-
-    def broken(self, seg, now):
-        raise IndexError("a bug in the TCP code")
-
-    monkeypatch.setattr(TcpConnection, "receive", broken)
-    c.send(b"boom", now=0.1)
+    feed(core, _dns_query_frame(1), 0.1)
     st = core.statistics()
     assert st["internal_errors"] == 1 and "drop_malformed" not in st
-    assert len(reports) == 1 and "a bug in the TCP code" in reports[0] and "Traceback" in reports[0]
-    c.send(b"again", now=0.2)
+    assert len(reports) == 1 and "a bug behind the core's input path" in reports[0] and "Traceback" in reports[0]
+    feed(core, _dns_query_frame(2), 0.2)
     assert core.statistics()["internal_errors"] == 2 and len(reports) == 1  # reported once
-    monkeypatch.undo()
     core.stats.pop("internal_errors")  # this test's own errors are expected: the suite checks the rest
-    # the engine keeps serving: a new flow works
+    # the engine keeps serving: a TCP flow works
     d = Conn(core, sport=40001)
     d.send(b"fine", now=0.3)
     assert d.flow.conn.readable() == 4

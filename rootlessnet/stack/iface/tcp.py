@@ -45,7 +45,21 @@ _C_SYN = Control.SYN
 _C_FIN = Control.FIN
 _C_RST = Control.RST
 _TIME_WAIT = State.TIME_WAIT
-_FLAGS = {_C_NONE: 0, _C_PSH: TCP_PSH, _C_SYN: TCP_SYN, _C_FIN: TCP_FIN | TCP_PSH, _C_RST: TCP_RST}
+
+
+def _flags(seg: Segment) -> int:
+    """The header flags of a segment (FIN implies PSH, RFC 9293 §3.10.7.4)."""
+    c = seg.control
+    f = TCP_ACK if seg.ack is not None else 0
+    if c is _C_NONE:
+        return f
+    if c is _C_PSH:
+        return f | TCP_PSH
+    if c is _C_FIN:
+        return f | TCP_FIN | TCP_PSH
+    if c is _C_SYN:
+        return f | TCP_SYN
+    return f | TCP_RST
 
 
 class TcpFlow:
@@ -402,20 +416,15 @@ class Tcp(Udp):
         if tmpl is None or tmpl.generation != self.fb.generation:
             tmpl = flow.tmpl = self.fb.tcp_template(flow.rip, flow.gip, flow.rport, flow.gport)
         ack = seg.ack
-        flags = _FLAGS[seg.control]
-        if ack is not None:
-            flags |= TCP_ACK
         payload = seg.payload
-        hdr = tmpl.build(seg.seq, ack or 0, flags, seg.window, payload, mss)
+        hdr = tmpl.build(seg.seq, ack or 0, _flags(seg), seg.window, payload, mss)
         self._out([hdr, payload] if payload else [hdr])
         self.stats["tcp_segments_out"] += 1
 
     def _emit_segment(self, src: bytes, dst: bytes, sport: int, dport: int, seg: Segment | None, mss: int) -> None:
         if seg is None:
             return
-        flags = _FLAGS[seg.control]
-        if seg.ack is not None:
-            flags |= TCP_ACK
+        flags = _flags(seg)
         if seg.mss is not None or seg.wscale is not None or seg.sack_permitted or seg.sack_blocks:
             k = (seg.mss, seg.wscale, seg.sack_permitted, seg.sack_blocks)
             opts = self._opts_cache.get(k)

@@ -17,7 +17,7 @@ from .receive import TcpReceiver
 from .segment import Control, Segment
 from .seq import MASK
 from .state import TcpError, rst_for
-from .states import SYNCHRONIZED, Event, State
+from .states import SYNCHRONIZED_IDS, Event, State
 from .timers import TcpConfig
 
 __all__ = ["TcpConnection", "TcpError", "rst_for", "DEFAULT_CONFIG"]
@@ -89,7 +89,7 @@ class TcpConnection(TcpReceiver):
         self.last_activity = now
         self._rcv_t = now
         st = self.state
-        if st is _S.ESTABLISHED or st in SYNCHRONIZED:
+        if st is _S.ESTABLISHED or id(st) in SYNCHRONIZED_IDS:
             self._rx_sync(seg, now)
         elif st is _S.SYN_SENT:
             self._rx_syn_sent(seg, now)

@@ -222,9 +222,10 @@ class TcpBase:
         return self.send_mss if m is None else m
 
     @max_tx_payload.setter
-    def max_tx_payload(self, value: int | None) -> None:
-        if value is not None and value < 1:
-            raise TcpError("max_tx_payload must be >= 1 (or None for send_mss)")
+    def max_tx_payload(self, value: int) -> None:
+        # (the same type as the getter's: mypyc miscompiles a setter whose type differs)
+        if value < 1:
+            raise TcpError("max_tx_payload must be >= 1")
         self._max_tx = value
 
     def _fire(self, ev: Event) -> None:

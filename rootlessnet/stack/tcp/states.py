@@ -135,10 +135,17 @@ SYNCHRONIZED = frozenset(
 )
 
 
+# The table keyed by the members' ids: Enum.__hash__ is a Python function, and this lookup
+# happens at every state change of every connection.
+_BY_ID: dict[tuple[int, int], State] = {(id(s), id(e)): n for (s, e), (n, _why) in TRANSITIONS.items()}
+#: ids of the SYNCHRONIZED states (the same reason)
+SYNCHRONIZED_IDS: frozenset[int] = frozenset(id(s) for s in SYNCHRONIZED)
+
+
 def transition(state: State, event: Event) -> State:
     """Next state; a pair missing from the table leaves the state unchanged."""
-    entry = TRANSITIONS.get((state, event))
-    return state if entry is None else entry[0]
+    n = _BY_ID.get((id(state), id(event)))
+    return state if n is None else n
 
 
 def diagram() -> str:

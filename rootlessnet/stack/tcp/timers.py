@@ -9,7 +9,7 @@ Deviation, as Linux does: the minimum RTO is 200 ms instead of RFC 6298's 1 s
 
 from __future__ import annotations
 
-__all__ = ["RtoEstimator", "TcpConfig"]
+__all__ = ["RtoEstimator", "TcpConfig", "TCP_CONFIG_FIELDS"]
 
 
 class RtoEstimator:
@@ -127,3 +127,7 @@ class TcpConfig:
         self.mem = mem
         self.rto_fallback = rto_fallback
         self.oow_ack_interval = oow_ack_interval
+
+
+#: TcpConfig's settings by name (a copy with some changed: ``TcpConfig(**{f: getattr(c, f) ...} | changes)``)
+TCP_CONFIG_FIELDS: tuple[str, ...] = ("local_mss", "recv_buffer", "send_buffer", "window_scaling", "default_peer_mss", "ack_every", "delayed_ack", "rto_initial", "rto_min", "rto_max", "max_retries", "syn_retries", "time_wait", "fin_wait_2_timeout", "keepalive", "initial_window_segments", "quickack", "max_ooo_blocks", "mem", "rto_fallback", "oow_ack_interval")
