@@ -139,9 +139,9 @@ class TcpNat:
         if connected:
             hc.connecting = False
             stats["tcp_connected"] += 1
-            self.engine.register(hc.fd, self._on_event, hc, 0)
             self.core.tcp_accept(flow, now)
-            self._want(hc)
+            hc.mask = self._mask(hc)
+            self.engine.register(hc.fd, self._on_event, hc, hc.mask)  # once, with what it waits for
             return
         self.connecting += 1
         self.engine.register(hc.fd, self._on_event, hc, EPOLLOUT)
@@ -193,14 +193,18 @@ class TcpNat:
             hc.mask = 0
             self.core.stats["tcp_host_parked"] += 1
 
-    def _want(self, hc: HostConn) -> None:
+    def _mask(self, hc: HostConn) -> int:
+        """What to wait for on the host socket: room in the guest's direction, data for the host."""
         conn = hc.flow.conn
         mask = 0
         if not hc.host_eof and conn.send_space() > 0:
             mask |= EPOLLIN
         if conn.readable() and not hc.shut_wr:
             mask |= EPOLLOUT
-        self._set_mask(hc, mask)
+        return mask
+
+    def _want(self, hc: HostConn) -> None:
+        self._set_mask(hc, self._mask(hc))
 
     def _on_event(self, hc: HostConn, ev: int, now: float) -> None:
         if hc.dead:
