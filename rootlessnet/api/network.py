@@ -35,7 +35,7 @@ class NetworkApi:
         eng = self.engine
         from rootlessnet.stack import linkapi  # links, pairs, holds, partitions (stack.links)
 
-        got = linkapi.handle(eng, method, path, body)
+        got = linkapi.handle(eng, method, path, body, parse=_body)  # the API's strict JSON
         if got is not None:
             return got
         if path == "/v1/hosts":

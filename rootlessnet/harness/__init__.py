@@ -3,7 +3,8 @@
     from rootlessnet import Sandbox, Network, open_sandbox
 
 Sandbox / Network (sync, context managers), open_sandbox / open_network
-(trio), the exceptions, and a pytest plugin (rootlessnet.harness.pytest_plugin,
+(async: asyncio and trio, through anyio), the impairment models and
+exceptions, and a pytest plugin (rootlessnet.harness.pytest_plugin,
 entry point `rootlessnet`). Submodules are imported on first use so that
 `import rootlessnet` stays cheap. See docs/harness.md.
 """
@@ -18,6 +19,12 @@ _EXPORTS = {
     "Network": "rootlessnet.harness.network",
     "Host": "rootlessnet.harness.network",
     "Link": "rootlessnet.harness.network",
+    "Pair": "rootlessnet.harness.network",
+    "AsyncProcess": "rootlessnet.harness.aio",
+    "ImpairmentError": "rootlessnet.stack.impair",
+    "GilbertElliott": "rootlessnet.stack.impair",
+    "MarkovLoss": "rootlessnet.stack.impair",
+    "Slot": "rootlessnet.stack.impair",
     "open_sandbox": "rootlessnet.harness.aio",
     "open_network": "rootlessnet.harness.aio",
     "AsyncSandbox": "rootlessnet.harness.aio",

@@ -1,9 +1,11 @@
-"""`Network`: several hosts in one instance, switched by the engine, with
-partitions and per-host link impairments changeable at run time.
+"""`Network`: several hosts in one instance, switched by the engine, with tc netem's
+impairments per host link, per pair and per direction, holds, and symmetric,
+one-way or majority/minority partitions, all changeable at run time.
 
     with Network(["a", "b", "c"]) as net:
         net.host("b").popen(["python3", "server.py"])
-        net.link("a").impair(delay=0.1, loss=0.2, seed=1)
+        net.link("a").impair(delay=0.1, loss=0.2, seed=1)            # both directions of a's link
+        net.pair("a", "b").impair(netem="delay 20ms 5ms distribution normal")  # a -> b only
         net.partition({"a"}, {"b", "c"})
         net.heal()
 

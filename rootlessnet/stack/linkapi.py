@@ -35,15 +35,26 @@ from rootlessnet.stack.links import HOST
 PATHS = ("/v1/links", "/v1/pairs", "/v1/holds", "/v1/partition", "/v1/impairments")
 
 
-def _body(body: bytes) -> Any:
+def strict_json(body: bytes) -> Any:
+    """The body as JSON: no NaN or Infinity, no number beyond a float, bounded nesting
+    (the API passes its own parser, which says the same in its words)."""
     try:
-        return json.loads(body or b"{}", parse_constant=_no_constant)
+        return json.loads(body or b"{}", parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("bad JSON: nested too deeply") from None
     except ValueError as e:
         raise ValueError(f"bad JSON: {e}") from None
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number here")
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite(text: str) -> float:
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large a number")
+    return v
 
 
 def settings(obj: Any) -> tuple[Impairment, dict[str, Any]]:
@@ -106,10 +117,12 @@ def _json(imp: Impairment | None) -> dict[str, Any]:
     return (imp or Impairment()).to_json()
 
 
-def handle(eng: Any, method: str, path: str, body: bytes) -> tuple[int, Any] | None:
-    """(status, JSON) for our paths, None for any other."""
+def handle(eng: Any, method: str, path: str, body: bytes, parse: Any = None) -> tuple[int, Any] | None:
+    """(status, JSON) for our paths, None for any other. `parse(body)`: the API's JSON parser
+    (a ValueError for a bad body), strict_json by default."""
     if not path.startswith(PATHS):
         return None
+    _body = parse or strict_json
     table = eng.links
     parts = path.strip("/").split("/")[1:]  # after "v1"
     what = parts[0]

@@ -169,7 +169,10 @@ def test_slots_release_bursts(rootless_network):
         else:
             size += 1
     bursts.append(size)
-    assert max(bursts) <= 5 and len(bursts) >= 100 // 5 and statistics.mode(bursts) == 5
+    # each slot lets out 5 frames; an engine woken late lets out the slots it owes at once (as netem
+    # does), so a group is a multiple of 5, and the slots' pauses still set the pace
+    assert all(b % 5 == 0 for b in bursts) and statistics.mode(bursts) == 5, bursts
+    assert got[-1][2] - got[0][2] > 0.8 * (100 // 5 - 1) * 0.03
 
 
 def test_hold_then_release_in_order(rootless_network):
