@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1] / "rootlessnet"
 RANK = {
     "wire": 0, "errors": 0,
     "stack": 1, "ns": 1,
-    "io": 2,
+    "io": 2, "compiled": 2,  # compiled: which datapath modules the optional mypyc build compiled
     "port": 3,
     "api": 4,
     "instance": 5,
