@@ -172,7 +172,7 @@ class AsyncProcess:
         return f"<AsyncProcess {self.pid} {self.args!r} returncode={self.returncode}>"
 
 
-def _child_fd(spec: Any, fd_no: int, mine: list[int], keep: list[int]) -> tuple[int, int | None]:
+def _child_fd(spec: Any, fd_no: int, mine: list[int]) -> tuple[int, int | None]:
     """(fd to give the command, our end of a new pipe or None) for a stdin/stdout/stderr argument."""
     if spec is None:
         return fd_no if _proc.valid_fd(fd_no) else _devnull(mine), None
@@ -213,19 +213,15 @@ class _AsyncRunner(_ArgvBuilder):
         argv = ["/bin/sh", "-c", *_proc_args(args)] if shell else _proc_args(args)
         if shell and executable is not None:
             argv[0] = executable
-        mine: list[int] = []
-        ours: list[int | None] = []
+        mine: list[int] = []  # fds the command gets: closed here once it has them
+        ours: list[int | None] = [None, None, None]  # our ends of its pipes (stdin, stdout, stderr)
         fds: dict[int, int] = {}
         try:
-            if stderr == subprocess.STDOUT:
-                fds[0], o0 = _child_fd(stdin, 0, mine, ours)
-                fds[1], o1 = _child_fd(stdout, 1, mine, ours)
-                fds[2], o2 = fds[1], None
-            else:
-                fds[0], o0 = _child_fd(stdin, 0, mine, ours)
-                fds[1], o1 = _child_fd(stdout, 1, mine, ours)
-                fds[2], o2 = _child_fd(stderr, 2, mine, ours)
-            ours = [o0, o1, o2]
+            for n, spec in enumerate((stdin, stdout, stderr)):
+                if n == 2 and stderr == subprocess.STDOUT:
+                    fds[2] = fds[1]
+                else:
+                    fds[n], ours[n] = _child_fd(spec, n, mine)
             for fd in pass_fds:
                 fds[int(fd)] = int(fd)
             data, send = _proc.request(target, argv, env=env, cwd=cwd, fds=fds, umask=umask, setsid=start_new_session,
@@ -236,12 +232,12 @@ class _AsyncRunner(_ArgvBuilder):
             try:
                 conn.setblocking(False)
                 socket.send_fds(conn, [data], send)
-                while True:
-                    try:
-                        reply, got, _f, _a = socket.recv_fds(conn, 65536, 4, socket.MSG_CMSG_CLOEXEC)
-                        break
-                    except BlockingIOError:
-                        with anyio.fail_after(_proc.SPAWN_TIMEOUT):
+                with anyio.fail_after(_proc.SPAWN_TIMEOUT):
+                    while True:
+                        try:
+                            reply, got, _f, _a = socket.recv_fds(conn, 65536, 4, socket.MSG_CMSG_CLOEXEC)
+                            break
+                        except BlockingIOError:
                             await _wait_readable(conn)
                 pid, pidfd = _proc.parse_reply(reply, list(got))
             except BaseException:
@@ -255,6 +251,7 @@ class _AsyncRunner(_ArgvBuilder):
         finally:
             for fd in mine:
                 os.close(fd)
+        o0, o1, o2 = ours
         p = AsyncProcess(argv, pid, pidfd, conn,
                          _FdSendStream(o0) if o0 is not None else None,
                          _FdReceiveStream(o1) if o1 is not None else None,
