@@ -105,7 +105,9 @@ class Port:
         self.cfg = cfg
         self.tap_fd = tap_fd
         self.vnet = vnet
-        rng = random.SystemRandom()
+        # ISNs: a generator seeded from the kernel's entropy once (a getrandom() per SYN was a
+        # syscall per connection); the guest's tap has no third party that could guess them.
+        rng = random.Random(int.from_bytes(os.urandom(32), "big"))
         self.core = Core(cfg, vnet=vnet, offload=offload, rand32=lambda: rng.getrandbits(32), **_make_helpers(cfg))
         self.core.on_internal_error = engine.report_internal_error
         self.tcp = TcpNat(self)
@@ -194,9 +196,21 @@ def _corrupt_out(parts: list, rng: random.Random) -> list:
     return [bytes(data)]
 
 
-def _corrupt_any(item: Any, rng: random.Random) -> Any:
-    """stack.links' corrupt_fn: a frame from a guest is (buf, vflags), one to a guest a list of parts."""
-    return _corrupt_in(item, rng) if isinstance(item, tuple) else _corrupt_out(item, rng)
+def _corrupt_any(item: tuple, rng: random.Random) -> tuple:
+    """stack.links' corrupt_fn, as netem's: one bit flipped, here past the Ethernet header. Items are
+    ("in", buf, vflags, off) from a guest and ("out", parts, off) to one (off: the virtio header's size).
+    NEEDS_CSUM is cleared, so the receiver verifies the checksum and drops the frame, as a NIC would."""
+    if item[0] == "in":
+        _, buf, _vflags, off = item
+        b = bytearray(buf)
+    else:
+        _, parts, off = item
+        b = bytearray(b"".join(bytes(p) for p in parts))
+    if len(b) > off + 14:
+        b[rng.randrange(off + 14, len(b))] ^= 1 << rng.randrange(8)
+        if off:
+            b[0] &= 0xFE  # VIRTIO_NET_HDR_F_NEEDS_CSUM
+    return ("in", bytes(b), 0, off) if item[0] == "in" else ("out", [bytes(b)], off)
 
 
 def _dst_ip(buf, off: int) -> bytes | None:
@@ -433,7 +447,7 @@ class Engine:
             if not self.links.allowed(port.name, to):
                 port.core.stats["drop_partitioned"] += 1
                 return
-            if self.links.send(port.name, to, (buf, vflags), len(buf) - off, now) is None:
+            if self.links.send(port.name, to, ("in", buf, vflags, off), len(buf) - off, now) is None:
                 return
         self._deliver(port, other, buf, vflags, now)
 
@@ -487,7 +501,7 @@ class Engine:
             return []
         off = 10 if port.vnet else 0
         return [parts for parts in frames
-                if links.send("host", port.name, parts, sum(len(p) for p in parts) - off, now) is not None]
+                if links.send("host", port.name, ("out", parts, off), sum(len(p) for p in parts) - off, now) is not None]
 
     def _links_due(self, now: float) -> None:
         """Frames at the end of an impaired or held path: switched, to a core, or to a guest."""
@@ -496,9 +510,9 @@ class Engine:
             if src == "host":
                 p = by_name.get(dst)
                 if p is not None:
-                    p.switched.append(item)
+                    p.switched.append(item[1])
             elif src in by_name and (dst == "host" or dst in by_name):
-                self._deliver(by_name[src], by_name.get(dst), item[0], item[1], now)
+                self._deliver(by_name[src], by_name.get(dst), item[1], item[2], now)
 
     def process(self, now: float) -> None:
         """Dispatch core events and notices until quiet (bounded), then write frames."""
