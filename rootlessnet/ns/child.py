@@ -301,7 +301,8 @@ class Child:
         return {"pid": os.getpid(), "netns": os.stat("/proc/thread-self/ns/net").st_ino}, []
 
     def op_start(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        self.start_event.set()
+        # `serve` sets start_event once this reply is sent: a command that exits at once
+        # (`true`) would otherwise end this process before the parent hears that it started
         return {}, []
 
     def op_socket(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
@@ -409,6 +410,8 @@ class Child:
                     raise ChildError(f"unknown op {msg.get('op')!r}")
                 reply, out_fds = handler(msg)
                 self.send({"id": rid, "ok": True, **reply}, out_fds)
+                if handler == self.op_start:
+                    self.start_event.set()
             except Exception as e:  # noqa: BLE001 - every failure becomes a reply
                 try:
                     self.send({"id": rid, "ok": False, "error": str(e) or type(e).__name__})
