@@ -1,7 +1,8 @@
-"""api.network: our API routes for multi-host networks — /v1/hosts, /v1/links, /v1/partition.
+"""api.network: our API routes for multi-host networks — /v1/hosts, and stack.linkapi's
+/v1/links, /v1/pairs, /v1/holds, /v1/partition and /v1/impairments.
 
 The REST face of the engine's switch (io.engine: `ports`, `by_name`,
-`impair`, `partition`, `groups`); api.server calls `handle` for any path
+`links`); api.server calls `handle` for any path
 that is not rootlesskit's. Bodies are strict JSON (api.jsonbody): no NaN or
 Infinity, bounded nesting; a bad one is a 400 with the reason.
 """
@@ -12,7 +13,6 @@ import ipaddress
 from typing import Any
 
 from rootlessnet.api import jsonbody
-from rootlessnet.stack.impair import Impairment
 
 
 def _body(body: bytes) -> Any:
@@ -23,7 +23,7 @@ def _body(body: bytes) -> Any:
 
 
 class NetworkApi:
-    """API extensions for multi-host networks: /v1/hosts, /v1/links, /v1/partition."""
+    """API extensions for multi-host networks: /v1/hosts and stack.linkapi's routes."""
 
     def __init__(self, engine: Any):
         self.engine = engine
@@ -44,42 +44,4 @@ class NetworkApi:
             return 200, [{"name": p.name, "ipv4": str(ipaddress.ip_address(p.cfg.guest)),
                           "ipv6": str(ipaddress.ip_address(p.cfg.guest6)) if p.cfg.ipv6 else None}
                          for p in eng.ports[1:]]
-        if path == "/v1/links":
-            return 200, {p.name: p.impairment.to_json() for p in eng.ports}
-        if path.startswith("/v1/links/"):
-            name = path[len("/v1/links/"):]
-            port = eng.by_name.get(name)
-            if port is None:
-                return 404, {"message": f"no host named {name!r} (see GET /v1/hosts)"}
-            if method == "GET":
-                return 200, port.impairment.to_json()
-            if method != "PUT":
-                raise ValueError("use GET or PUT /v1/links/NAME")
-            imp = Impairment.from_json(_body(body))
-            port.impair(imp)
-            return 200, imp.to_json()
-        if path == "/v1/partition":
-            if method == "DELETE":
-                eng.partition(None)
-                return 200, None
-            if method == "GET":
-                return 200, {"groups": [sorted(g) for g in eng.groups or []]}
-            if method != "PUT":
-                raise ValueError("use GET, PUT or DELETE /v1/partition")
-            obj = _body(body)
-            groups = obj.get("groups") if isinstance(obj, dict) else None
-            if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups):
-                raise ValueError('the body must be {"groups": [["a"], ["b", "c"]]}')
-            known = set(eng.by_name) | {"host"}
-            for g in groups:
-                for n in g:
-                    if n not in known:
-                        raise ValueError(f"unknown host {n!r}: use {', '.join(sorted(known))}")
-            seen: set[str] = set()
-            for g in groups:
-                if seen & set(g):
-                    raise ValueError(f"{sorted(seen & set(g))} appear in two groups")
-                seen |= set(g)
-            eng.partition([set(g) for g in groups])
-            return 200, {"groups": [sorted(g) for g in groups]}
         return None

@@ -33,7 +33,6 @@ from rootlessnet.io.pcap import PcapWriter
 from rootlessnet.io.reactor import EPOLLIN, Reactor
 from rootlessnet.stack.config import NetConfig
 from rootlessnet.stack.core import Core, PingRequest, TcpOpen, UdpDatagram
-from rootlessnet.stack.impair import Impairment, LinkQueue
 from rootlessnet.stack.links import Impairments
 
 TAP_BATCH = 64
@@ -113,11 +112,6 @@ class Port:
         self.tcp = TcpNat(self)
         self.udp = UdpNat(self)
         self.ping = PingNat(self)
-        self.ingress: LinkQueue | None = None  # frames from the guest
-        self.egress: LinkQueue | None = None  # frames to the guest
-        self.impairment = Impairment()
-        self.link_stats: dict[str, int] = {}  # cumulative over every impairment setting
-        self.outside_blocked = False
         self.udp_inbound: dict[tuple, Callable[[bytes, float], None]] = {}
         self.switched: list[list] = []  # frames from other guests (not the core's: partitions treat them apart)
         self._ndp_at: float | None = 0.0 if cfg.ipv6 else None
@@ -146,54 +140,13 @@ class Port:
         return [self.cfg.guest] + ([self.cfg.guest6] if self.cfg.ipv6 else [])
 
     def link_statistics(self) -> dict[str, int]:
-        out = dict(self.link_stats)
-        for k, v in self.engine.links.link_statistics(self.name).items():
-            out[k] = out.get(k, 0) + v
-        for q in (self.ingress, self.egress):
-            if q is not None:
-                for k, v in q.stats.items():
-                    out[k] = out.get(k, 0) + v
-        return out
-
-    def impair(self, imp: Impairment) -> None:
-        with self.engine.control():
-            self._impair(imp)
-
-    def _impair(self, imp: Impairment) -> None:
-        self.link_stats = self.link_statistics()
-        self.impairment = imp
-        if imp.active:
-            self.ingress = LinkQueue(imp, 1, _corrupt_in)
-            self.egress = LinkQueue(imp, 2, _corrupt_out)
-        else:
-            self.ingress = self.egress = None
+        return dict(self.engine.links.link_statistics(self.name))
 
     def close(self) -> None:
         self.tcp.close_all()
         self.udp.close_all()
         self.ping.close_all()
         os.close(self.tap_fd)
-
-
-def _corrupt_in(item: tuple, rng: random.Random) -> tuple:
-    """Flip one byte after the Ethernet header; checksums are then verified (flags cleared)."""
-    buf, _flags = item
-    b = bytearray(buf)
-    if len(b) > 15:
-        i = rng.randrange(14, len(b))
-        b[i] ^= 0xFF
-    return bytes(b), 0
-
-
-def _corrupt_out(parts: list, rng: random.Random) -> list:
-    """Flip one byte of the payload (or header past Ethernet) of a frame to the guest."""
-    data = bytearray(b"".join(bytes(p) for p in parts))
-    off = 10 if len(parts[0]) > 10 and parts[0][:1] in (b"\x00", b"\x01") else 0
-    if len(data) > off + 15:
-        data[rng.randrange(off + 14, len(data))] ^= 0xFF
-        if off:
-            data[0] = 0  # no NEEDS_CSUM: the guest verifies the (now wrong) checksum and drops it
-    return [bytes(data)]
 
 
 def _corrupt_any(item: tuple, rng: random.Random) -> tuple:
@@ -235,7 +188,6 @@ class Engine:
         self.ports: list[Port] = [self.main]
         self.by_ip: dict[bytes, Port] = {a: self.main for a in self.main.addresses}
         self.by_name: dict[str, Port] = {"main": self.main}
-        self.groups: list[set[str]] | None = None  # partition
         self.links = Impairments(_corrupt_any)  # stack.links: impairments per link, pair, direction; holds; cuts
         self.pcap = PcapWriter(pcap) if pcap else None
         self._next_sweep = 0.0
@@ -289,21 +241,6 @@ class Engine:
                                                     if len(a) == 16)
             self.reactor.register(tap_fd, self._on_tap, port, EPOLLIN)
         return port
-
-    def allowed(self, a: str, b: str) -> bool:
-        """May frames pass between a and b ("host" is the outside)?"""
-        groups = self.groups
-        if not groups:
-            return True
-        ga = next((i for i, g in enumerate(groups) if a in g), None)
-        gb = next((i for i, g in enumerate(groups) if b in g), None)
-        return ga is None or gb is None or ga == gb
-
-    def partition(self, groups: list[set[str]] | None) -> None:
-        with self.control():
-            self.groups = groups
-            for p in self.ports:
-                p.outside_blocked = not self.allowed(p.name, "host")
 
     # -- the fd registry (used by io.nat and the slirp port driver) ------------------
     def register(self, fd: int, handler: Callable, ctx: Any, mask: int = 0) -> None:
@@ -381,7 +318,6 @@ class Engine:
         read = os.read
         pcap = self.pcap
         vnet = port.vnet
-        ingress = port.ingress
         for _ in range(TAP_BATCH):
             try:
                 buf = read(fd, READ_SIZE)
@@ -394,15 +330,9 @@ class Engine:
                 raise
             if pcap:
                 pcap.write(time.time(), [memoryview(buf)[10 if vnet else 0:]])
-            vflags = buf[0] if vnet and buf else 0
-            if ingress is not None:
-                ingress.push((buf, vflags), len(buf), now)
-            else:
-                self._ingress(port, buf, vflags, now)
+            self._ingress(port, buf, buf[0] if vnet and buf else 0, now)
             if len(buf) < SMALL_FRAME:
                 break
-        if ingress is not None:
-            self._drain_ingress(port, now)
 
     def _after(self, now: float) -> float | None:
         """After each wake-up: due timers, then process(); returns the next deadline."""
@@ -413,8 +343,6 @@ class Engine:
                 core.run_timers(now)
             if port._ndp_at is not None and port._ndp_at <= now:
                 port._ndp_at = core.ndp_poll(now)
-            if port.ingress is not None:
-                self._drain_ingress(port, now)
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL
             for port in self.ports:
@@ -425,12 +353,16 @@ class Engine:
                 sweep(now)
         self.process(now)
         d = self._next_sweep
+        t = self.links.next_at()
+        if t is not None and t < d:
+            d = t
         for port in self.ports:
-            for t in (port.core.next_deadline(), port._ndp_at,
-                      port.ingress.next_at() if port.ingress is not None else None,
-                      port.egress.next_at() if port.egress is not None else None, self.links.next_at()):
-                if t is not None and t < d:
-                    d = t
+            t = port.core.next_deadline()
+            if t is not None and t < d:
+                d = t
+            t = port._ndp_at
+            if t is not None and t < d:
+                d = t
         return d
 
     def _ingress(self, port: Port, buf: bytes, vflags: int, now: float) -> None:
@@ -456,9 +388,6 @@ class Engine:
         if other is not None:
             self._switch(port, other, buf, now)
             return
-        if port.outside_blocked:
-            port.core.stats["drop_partitioned"] += 1
-            return
         if port.vnet:
             if len(buf) < 10:
                 port.core.stats["drop_runt"] += 1
@@ -467,16 +396,9 @@ class Engine:
         else:
             port.core.receive(buf, 0, now)
 
-    def _drain_ingress(self, port: Port, now: float) -> None:
-        assert port.ingress is not None
-        for buf, vflags in port.ingress.due(now):
-            self._ingress(port, buf, vflags, now)
-
     def _switch(self, src: Port, dst: Port, buf: bytes, now: float) -> None:
-        """Guest to guest: rewrite the MACs and send it out of the other port (no TCP/IP stack)."""
-        if not self.allowed(src.name, dst.name):
-            src.core.stats["drop_partitioned"] += 1
-            return
+        """Guest to guest: rewrite the MACs and send it out of the other port (no TCP/IP stack).
+        Partitions were applied on the way (stack.links)."""
         soff = 10 if src.vnet else 0
         if dst.vnet:
             vh = bytes(buf[:10]) if src.vnet else bytes(10)
@@ -547,16 +469,9 @@ class Engine:
             frames = core.take_frames()
             if frames and not self.links.quiet:
                 frames = self._links_out(port, frames, now)
-            if port.outside_blocked and frames:  # partitioned from the outside: the core's traffic goes nowhere
-                core.stats["drop_partitioned"] += len(frames)
-                frames = []
             if port.switched:
                 frames += port.switched
                 port.switched = []
-            if port.egress is not None:
-                for parts in frames:
-                    port.egress.push(parts, sum(len(p) for p in parts), now)
-                frames = port.egress.due(now)
             if frames:
                 self._write(port, frames)
 
