@@ -9,11 +9,18 @@ Core.receive) fails the test during which it happened, wherever the engine
 ran: in this process (every Core made during the test is checked) or in a
 `rootlessnet` subprocess (engines append their reports to the file named by
 ROOTLESSNET_INTERNAL_ERROR_LOG, which this file sets for the whole session).
+
+hack/test runs the suite once per build of the datapath (pure Python, and
+compiled with mypyc) and says which with ROOTLESSNET_EXPECT_BUILD=pure|compiled:
+the session stops at once if this interpreter, or a `python -m rootlessnet`
+started from it as the tests start theirs, runs the other build.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -50,6 +57,22 @@ def _no_internal_errors():
                 f.seek(before)
                 text += f.read()
         pytest.fail(f"internal error(s) in the engine during this test:\n{text}", pytrace=False)
+
+
+def pytest_sessionstart(session):
+    want = os.environ.get("ROOTLESSNET_EXPECT_BUILD")
+    if not want:
+        return
+    from rootlessnet.compiled import is_compiled
+
+    here = "compiled" if is_compiled() else "pure"
+    child = subprocess.run([sys.executable, "-c", "from rootlessnet.compiled import is_compiled; "
+                            "print('compiled' if is_compiled() else 'pure')"],
+                           capture_output=True, text=True, timeout=60, cwd="/").stdout.strip()
+    if here != want or child != want:
+        pytest.exit(f"ROOTLESSNET_EXPECT_BUILD={want}, but this interpreter runs the {here} datapath "
+                    f"and a subprocess the {child or 'unknown'} one", returncode=3)
+
 
 REQUIRE_ALL = os.environ.get("ROOTLESSNET_REQUIRE_ALL") == "1"
 
