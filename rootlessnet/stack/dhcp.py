@@ -158,9 +158,11 @@ class DhcpServer:
         elif mtype == DhcpMessageType.REQUEST:
             reply = self._request(msg, key, client_mac, now)
         elif mtype == DhcpMessageType.DECLINE:
-            reply = self._decline(msg, key, now)
+            self._decline(msg, key, now)
+            reply = None
         elif mtype == DhcpMessageType.RELEASE:
-            reply = self._release(msg, key, now)
+            self._release(msg, key, now)
+            reply = None
         elif mtype == DhcpMessageType.INFORM:
             self.stats["inform"] += 1
             # RFC 2131 4.3.5: parameters only, no lease, no yiaddr; ciaddr is copied.
@@ -199,7 +201,7 @@ class DhcpServer:
                 self.stats["other_server"] += 1
                 n = self._by_client.get(key)
                 lease = None if n is None else self._by_ip.get(n)
-                if lease is not None and not lease.bound:
+                if n is not None and lease is not None and not lease.bound:
                     self._by_ip[n] = replace(lease, expires=now)
                 return None
             if req is None or ciaddr != _ZERO4:

@@ -129,11 +129,12 @@ class MarkovLoss:
     def __post_init__(self) -> None:
         for name in ("p13", "p32", "p23", "p14"):
             object.__setattr__(self, name, _probability(f"loss.{name}", getattr(self, name)))
-        object.__setattr__(self, "p31", 1.0 - self.p13 if self.p31 is None else _probability("loss.p31", self.p31))
+        p31 = 1.0 - self.p13 if self.p31 is None else _probability("loss.p31", self.p31)
+        object.__setattr__(self, "p31", p31)
         if self.p13 + self.p14 > 1.0 + 1e-12:
             raise ImpairmentError("loss.p14", self.p14, f"with p13={self.p13:g}, p13 + p14 must be at most 1")
-        if self.p31 + self.p32 > 1.0 + 1e-12:
-            raise ImpairmentError("loss.p32", self.p32, f"with p31={self.p31:g}, p31 + p32 must be at most 1")
+        if p31 + self.p32 > 1.0 + 1e-12:
+            raise ImpairmentError("loss.p32", self.p32, f"with p31={p31:g}, p31 + p32 must be at most 1")
 
     def to_json(self) -> dict[str, Any]:
         return {"model": "state", **asdict(self)}
@@ -349,7 +350,8 @@ class _Loss:
         if isinstance(m, GilbertElliott):
             bad = self.state == 2
             lost = rng.random() < (m.bad_loss if bad else m.good_loss)
-            if rng.random() < (m.r if bad else m.p):
+            r = 1.0 - m.p if m.r is None else m.r  # set by __post_init__
+            if rng.random() < (r if bad else m.p):
                 self.state = 1 if bad else 2
             return lost
         if isinstance(m, MarkovLoss):
@@ -360,7 +362,8 @@ class _Loss:
             elif s == 2:
                 self.state = 3 if u < m.p23 else 2
             elif s == 3:
-                self.state = 1 if u < m.p31 else 2 if u < m.p31 + m.p32 else 3
+                p31 = 1.0 - m.p13 if m.p31 is None else m.p31  # set by __post_init__
+                self.state = 1 if u < p31 else 2 if u < p31 + m.p32 else 3
             else:
                 self.state = 1
             return self.state in (3, 4)

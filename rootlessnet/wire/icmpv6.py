@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from rootlessnet.wire import WireError
 from rootlessnet.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum_v6
@@ -353,7 +354,7 @@ class NeighborAdvertisement:
         return self.to_message().emit(src, dst)
 
 
-_TYPED = {
+_TYPED: dict[int, Any] = {
     Icmpv6Type.ECHO_REQUEST: Icmpv6Echo,
     Icmpv6Type.ECHO_REPLY: Icmpv6Echo,
     Icmpv6Type.ROUTER_SOLICITATION: RouterSolicitation,
