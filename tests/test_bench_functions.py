@@ -42,17 +42,6 @@ def test_rotate_gives_every_backend_every_position(bench):
     assert bench.rotate([], 2) == []
 
 
-def test_time_added_over_loopback_is_per_round(bench):
-    raw = {"loopback": {"rr_p50_us": [20.0, 30.0, None]},
-           bench.RN: {"rr_p50_us": [70.0, 100.0, 80.0]},
-           "slirp4netns": {"rr_p50_us": [40.0, "n/a (x)", 45.0]}}
-    bench.add_rr_added(raw, 3)
-    assert raw[bench.RN]["rr_added_p50_us"][:2] == [50.0, 70.0]
-    assert raw[bench.RN]["rr_added_p50_us"][2].startswith("n/a")      # no loopback figure that round
-    assert raw["slirp4netns"]["rr_added_p50_us"][1] == "n/a (x)"
-    assert "rr_added_p50_us" not in raw["loopback"]
-
-
 def test_summarize_medians_ranges_and_reasons(bench):
     med, rng = bench.summarize({"x": {"a": [3.0, 1.0, 2.0], "b": ["n/a (why)", None, "n/a (other)"],
                                       "c": [5.0, None, "n/a (w)"]}})
@@ -64,10 +53,9 @@ def test_summarize_medians_ranges_and_reasons(bench):
 def test_ratio_targets_use_the_medians_and_count_rounds(bench):
     RN, RNC = bench.RN, bench.RNC
     raw = {"loopback": {"rr_p50_us": [20.0, 20.0, 20.0], "rr_p99_us": [50.0] * 3},
-           RN: {"rr_p50_us": [60.0, 50.0, 80.0], "rr_p99_us": [100.0, 200.0, 150.0]},
-           RNC: {"rr_p50_us": [40.0, 40.0, 40.0], "rr_p99_us": [90.0, 90.0, 90.0]},
-           "slirp4netns": {"rr_p50_us": [40.0, 40.0, 40.0], "rr_p99_us": [100.0, 100.0, 100.0]}}
-    bench.add_rr_added(raw, 3)
+           RN: {"rr_added_p50_us": [40.0, 30.0, 60.0], "rr_p99_us": [100.0, 200.0, 150.0]},
+           RNC: {"rr_added_p50_us": [20.0, 20.0, 20.0], "rr_p99_us": [90.0, 90.0, 90.0]},
+           "slirp4netns": {"rr_added_p50_us": [20.0, 20.0, 20.0], "rr_p99_us": [100.0, 100.0, 100.0]}}
     rows = {r["key"]: r for r in bench.target_rows(raw, {}, 10000)}
     added = rows["rr_added_p50_us"]
     assert added["anchor_value"] == 20.0
@@ -101,6 +89,7 @@ def test_higher_is_better_and_absolute_targets(bench):
     assert ready["builds"][RN]["rounds_met"] == (2, 3)
     flows = next(r for r in rows if r["key"] == "flows_rss_mib" and r["anchor"] == "slirp4netns")
     assert flows["builds"][RN]["verdict"].startswith("met (only 9000 flows")
+    assert "anchor_note" not in flows
     table = bench.target_table(rows)
     assert all(len(line) == len(table[0]) for line in table)
     assert bench.render(table, True).count("\n") == len(table)
@@ -147,6 +136,19 @@ def test_source_digest_follows_the_sources_only(bench, tmp_path):
     assert bench.source_digest(str(tmp_path)) == d1
     (pkg / "a.py").write_text("x = 2\n")
     assert bench.source_digest(str(tmp_path)) != d1
+
+
+def test_baton_passes_turns_without_polling(bench, tmp_path):
+    orch = bench.Baton(str(tmp_path), "orchestrator")
+    agent = bench.Baton(str(tmp_path), "agent")
+    assert not agent.take(0.01)
+    orch.give()
+    assert agent.take(1) and not agent.take(0.01)
+    agent.give()
+    agent.give()
+    assert orch.take(1) and orch.take(1) and not orch.take(0.01)
+    orch.close()
+    agent.close()
 
 
 def test_process_tree_leaves_out_the_agent(bench, monkeypatch):
