@@ -353,9 +353,10 @@ class Engine:
                 sweep(now)
         self.process(now)
         d = self._next_sweep
-        t = self.links.next_at()
-        if t is not None and t < d:
-            d = t
+        if not self.links.quiet:
+            t = self.links.next_at()
+            if t is not None and t < d:
+                d = t
         for port in self.ports:
             t = port.core.next_deadline()
             if t is not None and t < d:

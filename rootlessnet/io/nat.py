@@ -16,6 +16,7 @@ unreachable for UDP and ping) and counted; the engine keeps serving.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import select
 import socket
@@ -46,13 +47,16 @@ NO_SOCKET_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 RESET_DRAIN_TIMEOUT = 30.0  # data before a guest RST: how long the host app may take to read it
 
 
-def new_socket(family: int, kind: int, proto: int = 0, cfg=None) -> socket.socket | None:
+def new_socket(family: int, kind: int, proto: int = 0, cfg=None) -> _socket.socket | None:
     """A non-blocking close-on-exec socket, or None when the process is out of fds or memory.
+
+    The C type itself (`_socket.socket`): socket.socket adds a Python-level
+    __init__ and close() per host flow and nothing the datapath uses.
 
     With `cfg` (a NetConfig) naming an outbound address for the family, the
     socket is bound to it first, as slirp4netns --outbound-addr[6] does."""
     try:
-        s = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+        s = _socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
     except OSError as e:
         if e.errno in NO_SOCKET_ERRNOS:
             return None
@@ -77,7 +81,7 @@ class HostConn:
     __slots__ = ("flow", "sock", "fd", "mask", "connecting", "host_eof", "shut_wr", "dead", "since", "close_pending",
                  "parked", "drain_since", "drain_rst")
 
-    def __init__(self, flow: TcpFlow, sock: socket.socket, now: float):
+    def __init__(self, flow: TcpFlow, sock: _socket.socket, now: float):
         self.flow = flow
         self.sock = sock
         self.fd = sock.fileno()
@@ -147,7 +151,7 @@ class TcpNat:
         self.engine.register(hc.fd, self._on_event, hc, EPOLLOUT)
         hc.mask = EPOLLOUT
 
-    def adopt(self, flow: TcpFlow, sock: socket.socket, now: float) -> None:
+    def adopt(self, flow: TcpFlow, sock: _socket.socket, now: float) -> None:
         """A connected host socket for a flow the engine opened towards the guest (port forwarding)."""
         sock.setblocking(False)
         hc = HostConn(flow, sock, now)
@@ -237,9 +241,11 @@ class TcpNat:
         if not hc.dead and ev & EPOLLOUT:
             self._push(hc)
         if not hc.dead:
-            self._want(hc)
-            if ev & (EPOLLHUP | EPOLLERR) and not hc.mask & (EPOLLIN | EPOLLOUT):
-                self._park(hc)
+            mask = self._mask(hc)
+            if ev & (EPOLLHUP | EPOLLERR) and not mask & (EPOLLIN | EPOLLOUT):
+                self._park(hc)  # straight out of the set: no mask change first
+            else:
+                self._set_mask(hc, mask)
 
     def _host_reset(self, hc: HostConn) -> None:
         self.core.stats["tcp_host_reset"] += 1
