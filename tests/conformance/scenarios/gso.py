@@ -61,7 +61,11 @@ def receive_all(t: Run, c, data: bytes, timeout: float = 10.0) -> None:
     t.note("received", f"{len(got)} bytes, intact {bytes(got) == data}")
     t.note("super-frames", f"gso_size {sorted(gso)}" if gso else "none")
     t.note("largest frame payload", "over 1 MSS, at most 64 KiB" if mss < biggest <= 65535 else str(biggest))
-    t.note("runts before the end (RFC 9293 §3.8.6.2.1)", runts)
+    # A relay sends what reached it: when a loaded machine hands the host application's bytes
+    # over in pieces, a piece's tail can go out short (the engine has no Nagle, as the
+    # application may have asked for TCP_NODELAY). Broken segmenting shows as one runt per
+    # super-frame or more (over 15 in 1 MiB), so a handful is written down as "at most 4".
+    t.note("runts before the end (RFC 9293 §3.8.6.2.1)", "at most 4" if runts <= 4 else runts)
 
 
 @scenario("gso/64k-out", budget=40)
