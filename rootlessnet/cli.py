@@ -13,6 +13,7 @@ for bugs only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -118,6 +119,18 @@ OWN_COMMAND_LINES: dict[str, Callable[[list[str]], int]] = {
     "run": _run, "containerd": _containerd, "slirp4netns": _slirp4netns}
 
 
+def _exit_now(code: int) -> None:
+    from rootlessnet.ns import timing
+
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            code = code or 120  # as the interpreter's exit would: output was lost
+    timing.phase("exit")
+    os._exit(code)
+
+
 def report(prog: str, exc: BaseException) -> int | None:
     """Print `exc` as one line if it is a user mistake or an environment failure; the exit status, or None."""
     err = find_user_error(exc)
@@ -132,20 +145,29 @@ def report(prog: str, exc: BaseException) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; `argv` None: this process is `rootlessnet` (sys.argv), and `run` leaves
+    with os._exit once done (its instance is stopped and cleaned by then): tearing down an
+    interpreter that loaded trio and the engine takes 20-40 ms and does nothing useful."""
+    from rootlessnet.ns import timing
+
+    timing.start()
+    program = argv is None
     argv = sys.argv[1:] if argv is None else argv
     own = OWN_COMMAND_LINES.get(argv[0]) if argv else None
     if own is not None:
         if argv[0] == "slirp4netns":  # it reports its own errors, in slirp4netns's words
             return own(argv[1:])
         try:
-            return own(argv[1:])
+            code = own(argv[1:])
         except KeyboardInterrupt:
-            return 130
+            code = 130
         except BaseException as e:  # noqa: BLE001 - unwrap nursery exception groups
             code = report(f"rootlessnet {argv[0]}", e)
             if code is None:
                 raise
-            return code
+        if program and argv[0] == "run":
+            _exit_now(code)
+        return code
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

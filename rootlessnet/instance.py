@@ -10,6 +10,13 @@ signals to the command and returning its status.
 
 Nothing below this module knows of the others: the launcher hands over a
 nursery and a control channel, the engine a tap fd, the API callbacks.
+
+Start-up order (`run`, what the command line calls): the flags are checked
+and the namespace child is forked before trio is imported; the child sets
+up the namespaces and the tap while this process imports what the chosen
+mode needs (trio, the engine, the port driver, the API, the confinement),
+then starts them under trio. Importing this module loads no trio.
+ROOTLESSNET_DEBUG_TIMING=1 prints each phase's duration (ns/timing.py).
 """
 
 from __future__ import annotations
@@ -21,15 +28,17 @@ import socket
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
-
-import trio
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from rootlessnet.errors import UserError, engine_failure
 from rootlessnet.ns import idmap
 from rootlessnet.ns import launcher
 from rootlessnet.ns import statedir as sd
+from rootlessnet.ns import timing
 from rootlessnet.ns.syscalls import PROPAGATION
+
+if TYPE_CHECKING:
+    import trio
 
 NETS = ("slirp", "slirp4netns", "none", "host")
 PORT_DRIVERS = ("builtin", "slirp", "none")
@@ -183,6 +192,13 @@ class RunOptions:
                 raise UserError("--hosts: at most 100 hosts")
         if self.publish and self.port_driver_name == "none":
             raise UserError("-p/--publish needs a port driver: use --port-driver=builtin or slirp")
+        if self.publish:
+            self._check_publish()
+        for d in self.copy_up:
+            if not os.path.isabs(d) or not os.path.isdir(d):
+                raise UserError(f"--copy-up={d}: not an absolute path to an existing directory")
+
+    def _check_publish(self) -> None:
         from rootlessnet.port.spec import SpecError, parse_spec
 
         for p in self.publish:
@@ -190,17 +206,19 @@ class RunOptions:
                 parse_spec(p)
             except SpecError as e:
                 raise UserError(f"-p {p}: {e}") from None
-        for d in self.copy_up:
-            if not os.path.isabs(d) or not os.path.isdir(d):
-                raise UserError(f"--copy-up={d}: not an absolute path to an existing directory")
 
-    def namespace_options(self) -> launcher.NamespaceOptions:
+    def namespace_options(self, netcfg=None) -> launcher.NamespaceOptions:
+        """What the namespace child sets up; with --net=slirp, the tap too (`netcfg`: this
+        instance's NetConfig, computed if not given)."""
         net_mode = "host" if self.net == "host" else ("detached" if self.detach_netns else "own")
+        tap = None
+        if self.slirp:
+            tap = tap_parameters(self, netcfg if netcfg is not None else self.net_config(), name=self.ifname)
         return launcher.NamespaceOptions(
             command=self.command, net_mode=net_mode, pidns=self.pidns, utsns=self.utsns, ipcns=self.ipcns,
             cgroupns=self.cgroupns, reaper=self.reaper, copy_up=self.copy_up, propagation=self.propagation,
             subid_source=self.subid_source, env=self.env, quiet=self.quiet,
-            bind_etc=[sd.RESOLV_CONF, sd.HOSTS] if self.slirp else [])
+            bind_etc=[sd.RESOLV_CONF, sd.HOSTS] if self.slirp else [], tap=tap)
 
 
 def _check_pcap_path(path: str) -> None:
@@ -369,12 +387,15 @@ def _warn(opts: RunOptions, text: str) -> None:
         print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True)
 
 
+def tap_parameters(opts: RunOptions, netcfg, **extra: Any) -> dict[str, Any]:
+    """How the namespace child makes a tap for `netcfg` (ns/tap.py's parameters)."""
+    return dict(mtu=opts.mtu, address=str(ipaddress.ip_address(netcfg.guest)), prefixlen=netcfg.cidr.prefixlen,
+                gateway=str(ipaddress.ip_address(netcfg.gateway)), ipv6=opts.ipv6,
+                address6=str(ipaddress.ip_address(netcfg.guest6)), vnet=opts.vnet_hdr, **extra)
+
+
 async def _tap_request(inst: Instance, op: str, netcfg, **extra: Any) -> tuple[int, dict[str, Any]]:
-    opts = inst.opts
-    reply, fds = await inst.control.request(
-        op, mtu=opts.mtu, address=str(ipaddress.ip_address(netcfg.guest)), prefixlen=netcfg.cidr.prefixlen,
-        gateway=str(ipaddress.ip_address(netcfg.gateway)), ipv6=opts.ipv6,
-        address6=str(ipaddress.ip_address(netcfg.guest6)), vnet=opts.vnet_hdr, **extra)
+    reply, fds = await inst.control.request(op, **tap_parameters(inst.opts, netcfg, **extra))
     if len(fds) != 1:
         for fd in fds:
             os.close(fd)
@@ -384,7 +405,7 @@ async def _tap_request(inst: Instance, op: str, netcfg, **extra: Any) -> tuple[i
 
 
 async def start_engine(inst: Instance, nursery: trio.Nursery) -> None:
-    """--net=slirp: get the tap from the namespace child and run the engine on it."""
+    """--net=slirp: run the engine on the tap the namespace child made (NamespaceOptions.tap)."""
     import dataclasses
 
     from rootlessnet.io.engine import Engine
@@ -392,8 +413,8 @@ async def start_engine(inst: Instance, nursery: trio.Nursery) -> None:
     opts = inst.opts
     netcfg = opts.net_config()
     try:
-        fd, reply = await _tap_request(inst, "tap", netcfg, name=opts.ifname)
-    except Exception as e:  # noqa: BLE001 - the child's reason, as one line
+        fd, reply = inst.ns.take_tap()
+    except ValueError as e:  # the child's reason, as one line
         raise UserError(f"cannot create the tap device {opts.ifname!r}: {e}") from None
     try:
         # held: the datapath's thread starts at go(), once this process is confined (Landlock before
@@ -509,17 +530,57 @@ def confine(inst: Instance) -> None:
         state.write("sandbox-probe.json", json.dumps(cf.probe(want["write"], want["exec"])))
 
 
-@asynccontextmanager
-async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
-    """Start an instance; yields it running (command started, child_pid written); stops it on exit."""
+@dataclass
+class Prepared:
+    """An instance's first steps, taken before trio runs (`prepare`): its state directory,
+    locked, and the namespace child, forked and setting itself up. `open_instance` adopts it."""
+
+    opts: RunOptions
+    state: sd.StateDir
+    ns_opts: launcher.NamespaceOptions
+    spawned: launcher.Spawned
+    sigmask: set[int] | None = None  # the signal mask to restore once signals are received (run())
+    adopted: bool = False
+
+    def discard(self) -> None:
+        """Undo it, unless open_instance took it over."""
+        if not self.adopted:
+            self.adopted = True
+            try:
+                self.spawned.discard()
+            finally:
+                self.state.release()
+
+
+def prepare(opts: RunOptions) -> Prepared:
+    """Check `opts`, take the state directory and fork the namespace child (no trio needed)."""
     opts.validate()
     state = sd.StateDir(opts.state_dir)
     state.acquire()
     try:
+        netcfg = None
         if opts.slirp:
             netcfg = opts.net_config()
             state.write(sd.RESOLV_CONF, resolv_conf_text(netcfg))
             state.write(sd.HOSTS, hosts_text(netcfg, opts.hosts))
+        ns_opts = opts.namespace_options(netcfg)
+        spawned = launcher.spawn(ns_opts, state)
+    except BaseException:
+        state.release()
+        raise
+    return Prepared(opts, state, ns_opts, spawned)
+
+
+@asynccontextmanager
+async def open_instance(opts: RunOptions, prepared: Prepared | None = None) -> AsyncIterator[Instance]:
+    """Start an instance; yields it running (command started, child_pid written); stops it on exit.
+
+    `prepared` (from `prepare(opts)`, e.g. before trio was imported) is taken over."""
+    if prepared is None:
+        prepared = prepare(opts)
+    prepared.adopted = True
+    state = prepared.state
+    try:
         holder: list[Instance] = []
 
         async def setup(ns: launcher.Namespaces, nursery: trio.Nursery) -> None:
@@ -527,21 +588,84 @@ async def open_instance(opts: RunOptions) -> AsyncIterator[Instance]:
             holder.append(inst)
             if opts.slirp:
                 await start_engine(inst, nursery)
+                timing.phase("engine started")
             await start_ports(inst, nursery)
             if opts.api:
                 await start_api(inst, nursery)
+                timing.phase("API listening")
             confine(inst)  # before child_pid: whoever sees the instance ready sees it confined
+            timing.phase("confined")
             if inst.engine is not None:
                 inst.engine.go()
 
-        async with launcher.open_namespaces(opts.namespace_options(), state, setup):
+        async with launcher.open_namespaces(prepared.ns_opts, state, setup, prepared.spawned):
             yield holder[0]
     finally:
         state.release()
 
 
-async def run_command(opts: RunOptions) -> int:
+async def run_command(opts: RunOptions, prepared: Prepared | None = None) -> int:
     """`rootlessnet run`: start, forward signals, return the command's status."""
+    import trio
+
     with trio.open_signal_receiver(*launcher.forwarded_signals()) as receiver:
-        async with open_instance(opts) as inst:
-            return await launcher.forward_until_exit(receiver, inst)
+        if prepared is not None and prepared.sigmask is not None:
+            import signal  # held since before the fork (run()): those that came meanwhile are forwarded now
+
+            signal.pthread_sigmask(signal.SIG_SETMASK, prepared.sigmask)
+        async with open_instance(opts, prepared) as inst:
+            code = await launcher.forward_until_exit(receiver, inst)
+            timing.phase("command exited")
+    timing.phase("instance stopped")
+    return code
+
+
+def import_for(opts: RunOptions) -> None:
+    """Import what this instance will run, and nothing else (one timing line each)."""
+    import trio  # noqa: F401
+
+    timing.phase("imported trio")
+    if opts.slirp:
+        import resource  # noqa: F401 - the engine's, loaded late: out of fds, dlopen fails as an ImportError
+
+        import rootlessnet.io.engine  # noqa: F401
+
+        timing.phase("imported the engine")
+    driver = opts.port_driver_name
+    if driver == "builtin":
+        import rootlessnet.port.builtin  # noqa: F401
+    elif driver == "slirp":
+        import rootlessnet.port.slirp  # noqa: F401
+    if opts.publish:
+        import rootlessnet.port.spec  # noqa: F401
+    if opts.api:
+        import rootlessnet.api.server  # noqa: F401
+
+        if opts.slirp:
+            import rootlessnet.api.network  # noqa: F401
+    import rootlessnet.ns.confine  # noqa: F401 - confine() reports what applies, even when nothing does
+    timing.phase("imported the port driver, API, confinement")
+
+
+def run(opts: RunOptions) -> int:
+    """`rootlessnet run` from a process of its own (the command line): the namespace child is
+    forked first, and sets up while this process imports trio and the engine; then
+    run_command under trio. Signals that arrive before trio listens are held, then forwarded."""
+    import signal
+
+    held = set(launcher.forwarded_signals())
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        prepared = prepare(opts)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
+    prepared.sigmask = old
+    try:
+        import_for(opts)
+        import trio
+
+        return trio.run(run_command, opts, prepared)
+    finally:
+        prepared.discard()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

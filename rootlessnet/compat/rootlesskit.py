@@ -21,6 +21,7 @@ from typing import Any
 from rootlessnet.compat.goflags import BOOL, INT, LIST, STRING, Flag, FlagError, FlagSet, Parsed, usage_lines
 from rootlessnet.errors import UserError
 from rootlessnet.instance import PORT_DRIVERS, REAPERS, SANDBOX_MODES, RunOptions, load_dns_hosts
+from rootlessnet.ns import timing
 from rootlessnet.ns.syscalls import PROPAGATION
 
 COMPAT_VERSION = "2.3.6"  # the rootlesskit release we answer --version / --print-semver as
@@ -294,9 +295,7 @@ def print_notes(notes: list[str], quiet: bool) -> None:
 
 def main(argv: list[str]) -> int:
     """`rootlessnet run ARGV`: the command's exit status."""
-    import trio
-
-    from rootlessnet.instance import run_command
+    from rootlessnet import instance
 
     outcome, _parsed = parse(argv)
     if outcome.text is not None:
@@ -305,5 +304,5 @@ def main(argv: list[str]) -> int:
         return outcome.exit_code
     assert outcome.opts is not None
     print_notes(outcome.notes or [], outcome.opts.quiet)
-    outcome.opts.validate()
-    return trio.run(run_command, outcome.opts)
+    timing.phase("flags parsed")
+    return instance.run(outcome.opts)

@@ -6,9 +6,11 @@ does, a helper process joins the target's user and network namespaces
 (`--netns-type=pid`: /proc/PID/ns/{user,net}; `path`: the given netns file,
 with `--userns-path`), opens TAPNAME there (rootlesskit creates it first; a
 missing one is created), optionally configures it (`--configure`), and
-passes the fd back over a socketpair (SCM_RIGHTS). The helper is a fresh
-`python -c` process because joining a user namespace needs a single-threaded
-process. The engine then runs here, in the caller's network namespace.
+passes the fd back over a socketpair (SCM_RIGHTS). The helper is a fork
+taken before trio is imported (joining a user namespace needs a
+single-threaded process; a fork is one), so it works while this process
+imports the engine. The engine then runs here, in the caller's network
+namespace.
 
 Defaults are slirp4netns's, which differ from `rootlessnet run`: MTU 1500
 and host loopback ENABLED (10.0.2.2 reaches the host's 127.0.0.1) unless
@@ -28,7 +30,6 @@ import errno
 import fcntl
 import inspect
 import ipaddress
-import json
 import os
 import re
 import signal
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 
 from rootlessnet import __version__
 from rootlessnet.errors import UserError, engine_failure
+from rootlessnet.ns import timing
 
 PROG = "rootlessnet slirp4netns"
 COMPAT_VERSION = "1.2.0"
@@ -275,31 +277,23 @@ def interface_address(name: str, version: int) -> str | None:
     return sorted(found)[0][1] if found else None
 
 
-# -- the namespace helper (a fresh single-threaded process) ----------------------------------
+# -- the namespace helper (a fork: single-threaded) ------------------------------------------
 
 
-def _helper_argv(fd: int, cfg: dict) -> list[str]:
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    code = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
-            f"from rootlessnet.compat.slirp4netns import helper_main; helper_main()")
-    return [sys.executable, "-c", code, str(fd), json.dumps(cfg)]
-
-
-def helper_main() -> None:
-    """`python -c ... FD CONFIG`: join the namespaces, open the tap, send its fd back."""
+def _helper(sock: socket.socket, cfg: dict) -> int:
+    """In the fork: join the namespaces, open the tap, send its fd back; the exit status."""
     from rootlessnet.ns.control import send_msg
 
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    cfg = json.loads(sys.argv[2])
     try:
         reply, fds = _open_tap_in_ns(cfg)
     except UserError as e:
         send_msg(sock, {"ok": False, "error": str(e)})
-        sys.exit(1)
+        return 1
     except OSError as e:
         send_msg(sock, {"ok": False, "error": f"opening {cfg['tapname']} in the namespace failed: {e}"})
-        sys.exit(1)
+        return 1
     send_msg(sock, {"ok": True, **reply}, fds)
+    return 0
 
 
 def _open_ns(path: str, what: str) -> int:
@@ -346,50 +340,103 @@ def _open_tap_in_ns(cfg: dict) -> tuple[dict, list[int]]:
     return {"vnet": vnet, "offload": offload}, [fd]
 
 
+class TapHelper:
+    """The helper, forked at once; `result()` waits for the tap it sends."""
+
+    def __init__(self, opts: Options, netcfg):
+        userns, netns = opts.ns_paths()
+        cfg = {"userns": userns, "netns": netns, "tapname": opts.tapname, "configure": opts.configure,
+               "macaddress": opts.macaddress, "mtu": opts.mtu, "address": str(ipaddress.ip_address(netcfg.guest)),
+               "prefixlen": netcfg.cidr.prefixlen, "gateway": str(ipaddress.ip_address(netcfg.gateway)),
+               "ipv6": opts.ipv6, "vnet": os.environ.get("ROOTLESSNET_NO_VNET_HDR") != "1"}
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for f in (sys.stdout, sys.stderr):
+            f.flush()
+        try:
+            self.pid = os.fork()
+        except BaseException:
+            self.sock.close()
+            child.close()
+            raise
+        if self.pid == 0:  # nothing may return from here into the caller's stack
+            code = 1
+            try:
+                self.sock.close()
+                code = _helper(child, cfg)
+            except BaseException:  # noqa: BLE001 - a bug: its traceback
+                import traceback
+
+                os.write(2, traceback.format_exc().encode())
+            os._exit(code)
+        child.close()
+
+    def result(self) -> tuple[int, bool, bool]:
+        """(tap fd, vnet header, offloads)."""
+        from rootlessnet.ns.control import recv_msg
+
+        with self.sock:
+            try:
+                self.sock.settimeout(HELPER_TIMEOUT)
+                try:
+                    msg, fds = recv_msg(self.sock)
+                except socket.timeout:
+                    raise UserError(f"the namespace helper did not answer in {HELPER_TIMEOUT:.0f} s") from None
+            finally:
+                status = self._reap()
+        if msg is None:
+            raise UserError(f"the namespace helper exited (status {status}) without sending the tap")
+        if not msg.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            raise UserError(msg.get("error", "the namespace helper failed"))
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise UserError("the namespace helper did not send the tap device")
+        os.set_blocking(fds[0], False)
+        return fds[0], bool(msg["vnet"]), bool(msg["offload"])
+
+    def _reap(self) -> int | None:
+        """Its exit status (it exits right after sending); killed if it hangs."""
+        import time
+
+        deadline = time.monotonic() + HELPER_TIMEOUT
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                _, status = os.waitpid(self.pid, 0)
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.001)
+
+
 def get_tap(opts: Options, netcfg) -> tuple[int, bool, bool]:
     """Run the helper; (tap fd, vnet header, offloads)."""
-    import subprocess
-
-    from rootlessnet.ns.control import recv_msg
-
-    userns, netns = opts.ns_paths()
-    cfg = {"userns": userns, "netns": netns, "tapname": opts.tapname, "configure": opts.configure,
-           "macaddress": opts.macaddress, "mtu": opts.mtu, "address": str(ipaddress.ip_address(netcfg.guest)),
-           "prefixlen": netcfg.cidr.prefixlen, "gateway": str(ipaddress.ip_address(netcfg.gateway)),
-           "ipv6": opts.ipv6, "vnet": os.environ.get("ROOTLESSNET_NO_VNET_HDR") != "1"}
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with parent:
-        try:
-            proc = subprocess.Popen(_helper_argv(child.fileno(), cfg), pass_fds=(child.fileno(),),
-                                    stdin=subprocess.DEVNULL)
-        finally:
-            child.close()
-        try:
-            parent.settimeout(HELPER_TIMEOUT)
-            try:
-                msg, fds = recv_msg(parent)
-            except socket.timeout:
-                raise UserError(f"the namespace helper did not answer in {HELPER_TIMEOUT:.0f} s") from None
-        finally:
-            if proc.poll() is None:
-                try:
-                    proc.wait(HELPER_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    if msg is None:
-        raise UserError(f"the namespace helper exited (status {proc.returncode}) without sending the tap")
-    if not msg.get("ok"):
-        for fd in fds:
-            os.close(fd)
-        raise UserError(msg.get("error", "the namespace helper failed"))
-    if len(fds) != 1:
-        raise UserError("the namespace helper did not send the tap device")
-    os.set_blocking(fds[0], False)
-    return fds[0], bool(msg["vnet"]), bool(msg["offload"])
+    return TapHelper(opts, netcfg).result()
 
 
 # -- the engine side (trio) --------------------------------------------------------------------
+
+
+def import_for(opts: Options) -> None:
+    """What serve() will run, imported while the helper opens the tap (one timing line each)."""
+    import trio  # noqa: F401
+
+    timing.phase("imported trio")
+    import resource  # noqa: F401 - the engine's, loaded late: out of fds, dlopen fails as an ImportError
+
+    import rootlessnet.io.engine  # noqa: F401
+
+    timing.phase("imported the engine")
+    import rootlessnet.port.slirp  # noqa: F401
+
+    if opts.api_socket:
+        import rootlessnet.compat.slirp4netns_api  # noqa: F401
+    if (opts.sandbox_fs, opts.sandbox_seccomp) != ("false", "false"):
+        import rootlessnet.ns.confine  # noqa: F401
+    timing.phase("imported the port driver, API, confinement")
 
 
 def make_driver(engine):
@@ -507,6 +554,7 @@ async def serve(opts: Options, netcfg, tap_fd: int, vnet: bool, offload: bool) -
                     await nursery.start(serve_api)
                 confine(opts)
                 engine.go()
+                timing.phase("engine running, confined")
                 if opts.ready_fd is not None:
                     _notify_ready(opts.ready_fd)
                 await stopping.wait()
@@ -542,7 +590,12 @@ def main(argv: list[str]) -> int:
             return 0
         opts = parsed
         netcfg = opts.net_config()
-        tap_fd, vnet, offload = get_tap(opts, netcfg)
+        timing.phase("flags parsed")
+        helper = TapHelper(opts, netcfg)  # forked before trio: it opens the tap while we import
+        timing.phase("namespace helper forked")
+        import_for(opts)
+        tap_fd, vnet, offload = helper.result()
+        timing.phase("tap received")
         import trio
 
         return trio.run(serve, opts, netcfg, tap_fd, vnet, offload)

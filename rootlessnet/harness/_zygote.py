@@ -3,11 +3,12 @@
 Starting Python and importing trio, the engine and the API takes 150+ ms;
 a test that makes many sandboxes pays it every time. The first sandbox of a
 test process starts this *zygote* (`python -m rootlessnet.harness._zygote`
-with one end of a socketpair); it imports everything a launcher needs once,
-then forks a launcher per request. The fork is the launcher: it gets the
-request's stdin (the holder pipe), stdout and stderr, environment and
-working directory, a session of its own, and runs `rootlessnet run` (the CLI's
-own code), leaving with os._exit (no interpreter teardown).
+with one end of a socketpair); it imports everything a launcher and its
+namespace child need once, then forks a launcher per request. The fork is
+the launcher: it gets the request's stdin (the holder pipe), stdout and
+stderr, environment and working directory, a session of its own, and runs
+`rootlessnet run` (the CLI's own code, which forks the namespace child as
+it always does), leaving with os._exit (no interpreter teardown).
 
 Protocol (SOCK_SEQPACKET, one JSON message each way per request):
   {"op": "spawn", "argv": [...], "env": {...}, "cwd": DIR} + fds [stdin, stdout, stderr]
@@ -34,8 +35,9 @@ from typing import Any
 
 MAX_MSG = 256 * 1024
 MAX_STATUSES = 10000
-WARM = (  # what a launcher imports; missing ones are skipped (modules move between versions)
+WARM = (  # what a launcher and its namespace child import; missing ones are skipped (modules move)
     "rootlessnet.cli", "rootlessnet.instance", "rootlessnet.ns.launcher", "rootlessnet.ns.child",
+    "rootlessnet.ns.execd", "rootlessnet.ns.netdev", "rootlessnet.ns.timing", "subprocess", "tempfile", "selectors",
     "rootlessnet.ns.control", "rootlessnet.ns.idmap", "rootlessnet.ns.confine", "rootlessnet.ns.statedir",
     "rootlessnet.ns.tap", "rootlessnet.io.tap", "rootlessnet.io.engine", "rootlessnet.io.nat",
     "rootlessnet.io.reactor", "rootlessnet.io.pcap", "rootlessnet.stack.core", "rootlessnet.stack.dns",
@@ -57,15 +59,6 @@ def _warm() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    global _ORIGINAL_CHILD
-    try:  # the namespace child: a fork of the launcher rather than a new interpreter
-        import rootlessnet.ns.launcher as launcher
-
-        if _ORIGINAL_CHILD is None and hasattr(launcher, "ChildProcess") and hasattr(launcher, "_child_argv"):
-            _ORIGINAL_CHILD = launcher.ChildProcess
-            launcher.ChildProcess = _ForkedChild
-    except ImportError:
-        pass
     try:  # the CLI's parser, built once (argparse and gettext: ~8 ms per launcher otherwise)
         import rootlessnet.cli as cli
 
@@ -82,93 +75,6 @@ def _warm() -> None:
         idmap.plan_maps("auto")
     except Exception:  # noqa: BLE001 - the launcher reports problems itself
         pass
-
-
-class _ForkedChild:
-    """`ns.launcher.ChildProcess`, forked from the warm launcher instead of a new interpreter (~40 ms).
-
-    The launcher creates its namespace child before it starts any thread, so
-    the fork is a single-threaded copy; it keeps only stdio and the control
-    socket and runs the child's own `main()`. Installed in launchers the
-    zygote forks (see _warm); the same interface: pid, returncode, wait(),
-    kill(), send_signal()."""
-
-    def __init__(self, argv: list[str], pass_fds: tuple[int, ...]):
-        import threading as _t
-
-        if _t.active_count() != 1:  # not safe to fork: a new interpreter, as the launcher would
-            self._inner = _ORIGINAL_CHILD(argv, pass_fds)
-            self.pid = self._inner.pid
-            return
-        self._inner = None
-        fd = int(argv[-1])
-        pid = os.fork()
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                for s in signal.valid_signals():
-                    if s not in (signal.SIGKILL, signal.SIGSTOP):
-                        try:
-                            signal.signal(s, signal.SIG_DFL)
-                        except (OSError, ValueError):
-                            pass
-                signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in a new interpreter
-                os.closerange(3, fd)
-                os.closerange(fd + 1, 65536)
-                sys.argv = ["rootlessnet-child", str(fd)]
-                from rootlessnet.ns.child import main as child_main
-
-                child_main()
-            except BaseException:  # noqa: BLE001
-                import traceback
-
-                traceback.print_exc()
-            os._exit(1)
-        self.pid = pid
-        self._pidfd = os.pidfd_open(pid)
-        self._returncode: int | None = None
-
-    @property
-    def returncode(self) -> int | None:
-        return self._inner.returncode if self._inner is not None else self._returncode
-
-    def _reap(self, flags: int) -> None:
-        got, st = os.waitpid(self.pid, flags)
-        if got == self.pid:
-            self._returncode = os.waitstatus_to_exitcode(st)
-            import trio
-
-            try:
-                trio.lowlevel.notify_closing(self._pidfd)
-            except RuntimeError:
-                pass
-            os.close(self._pidfd)
-            self._pidfd = -1
-
-    async def wait(self) -> int:
-        if self._inner is not None:
-            return await self._inner.wait()
-        if self._returncode is None:
-            import trio
-
-            await trio.lowlevel.wait_readable(self._pidfd)
-            self._reap(0)
-        return self._returncode  # type: ignore[return-value]
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def send_signal(self, signum: int) -> None:
-        if self._inner is not None:
-            self._inner.send_signal(signum)
-        elif self._returncode is None and self._pidfd >= 0:
-            try:
-                signal.pidfd_send_signal(self._pidfd, signum)
-            except ProcessLookupError:
-                pass
-
-
-_ORIGINAL_CHILD: Any = None
 
 
 def _launcher(argv: list[str], env: dict[str, str], cwd: str, fds: list[int], keep: int) -> None:

@@ -1,29 +1,36 @@
-"""The namespace child: `python -m rootlessnet.ns.child FD`.
+"""The namespace child: a fork of the launcher (`ns.launcher.ChildProcess`) running `forked(FD, CFG)`.
 
-Runs in the host namespaces at first; unshares a user namespace (and mount,
-and the optional ones), waits while the parent writes the id maps, sets up
-the network namespace (own, detached and pinned, or the host's), copy-up and
-propagation, reports `ready`, then serves control requests on a thread and
-spawns the command when the parent says `start`. Its exit status is the
-command's (128+N for signal N).
+Runs in the host namespaces at first; forks a helper that plans the id maps
+(getsubids, /etc/subuid) and, once this process has unshared a user
+namespace (and mount, and the optional ones), writes them with
+newuidmap/newgidmap; sets up the network namespace (own, detached and
+pinned, or the host's), propagation, copy-up, and the tap when one is asked
+for; reports `ready` (with the tap's fd), then serves control requests on a
+thread and spawns the command when the parent says `start`. Its exit status
+is the command's (128+N for signal N). All of this runs while the launcher
+imports and starts the engine.
 
 It must be single-threaded until the user namespace exists: the control
-thread starts only afterwards.
+thread starts only afterwards. It never returns into the launcher's code: it
+leaves with os._exit.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import socket
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
+from rootlessnet.errors import UserError, describe
+from rootlessnet.ns import idmap
 from rootlessnet.ns import syscalls as sc
+from rootlessnet.ns import timing
 from rootlessnet.ns.control import recv_msg, send_msg
-from rootlessnet.ns.idmap import write_single_map
 from rootlessnet.ns.netdev import set_link_up
 
 NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, signal.SIGSTOP}
@@ -142,7 +149,6 @@ class Child:
             "ping": self.op_ping,
             "start": self.op_start,
             "socket": self.op_socket,
-            "tap": self.op_tap,
             "dial": self.op_dial,
             "host_tap": self.op_host_tap,
         }
@@ -152,14 +158,6 @@ class Child:
     def send(self, msg: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
         with self.send_lock:
             send_msg(self.sock, msg, fds)
-
-    def expect(self, kind: str) -> dict[str, Any]:
-        msg, _ = recv_msg(self.sock)
-        if msg is None:
-            os._exit(1)  # parent gone during set-up
-        if msg.get("type") != kind:
-            raise ChildError(f"protocol error: expected {kind}, got {msg.get('type')}")
-        return msg
 
     # -- set-up -----------------------------------------------------------
 
@@ -182,7 +180,7 @@ class Child:
 
     def become_root(self, single: bool) -> None:
         if single:
-            write_single_map(self.cfg["uid"], self.cfg["gid"])
+            idmap.write_single_map(self.cfg["uid"], self.cfg["gid"])
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         if not single:
@@ -371,16 +369,37 @@ class Child:
             raise ChildError(f"cannot create host {name}: {out['error']}")
         return {"vnet": out["vnet"], "offload": out["offload"]}, [out["fd"]]
 
-    def op_tap(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        """Create and configure the guest's tap in the netns; its fd goes to the engine."""
-        from rootlessnet.ns.tap import TapConfig, open_tap
+    def make_tap(self) -> tuple[dict[str, Any], list[int]]:
+        """The guest's tap (cfg["tap"]), created and configured in the netns, for "ready":
+        ({"tap": {"vnet", "offload"}}, [fd]), or ({"tap_error": reason}, []) — the parent
+        reports that when it starts the engine."""
+        req = self.cfg.get("tap")
+        if not req:
+            return {}, []
+        out: dict[str, Any] = {}
 
-        fd, vnet, offload = open_tap(req["name"], vnet=req.get("vnet", True), offload=req.get("offload", True),
-                                     persist=True,  # the instance's own netns: the tap goes with it
-                                     config=TapConfig(mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
-                                                      gateway=req["gateway"], ipv6=req.get("ipv6", False),
-                                                      address6=req.get("address6"), mac=req.get("mac")))
-        return {"vnet": vnet, "offload": offload}, [fd]
+        def work() -> None:
+            try:
+                if self.netns_path:  # detached: the pinned netns, joined by this thread only
+                    fd = os.open(self.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        sc.setns(fd, sc.CLONE_NEWNET)
+                    finally:
+                        os.close(fd)
+                out["tap"] = open_guest_tap(req)
+            except Exception as e:  # noqa: BLE001 - the reason, for the parent's one line
+                out["error"] = str(e) or type(e).__name__
+
+        if self.netns_path:
+            t = threading.Thread(target=work, name="tap")
+            t.start()
+            t.join()
+        else:
+            work()
+        if "error" in out:
+            return {"tap_error": out["error"]}, []
+        fd, vnet, offload = out["tap"]
+        return {"tap": {"vnet": vnet, "offload": offload}}, [fd]
 
     def serve(self) -> None:
         """Control thread: answer requests until the parent closes the channel."""
@@ -530,23 +549,167 @@ def _pid1_init(argv: list[str], env: dict[str, str]) -> int:
             return _status_to_code(status)
 
 
-def run(sock: socket.socket) -> int:
-    msg, _ = recv_msg(sock)
-    if msg is None or msg.get("type") != "config":
-        return 1
-    child = Child(sock, msg["config"])
+def open_guest_tap(req: dict[str, Any]) -> tuple[int, bool, bool]:
+    """Create and configure the guest's tap in this thread's netns: (fd, vnet, offload)."""
+    from rootlessnet.ns.tap import TapConfig, open_tap
+
+    return open_tap(req["name"], vnet=req.get("vnet", True), offload=req.get("offload", True),
+                    persist=True,  # the instance's own netns: the tap goes with it
+                    config=TapConfig(mtu=req["mtu"], address=req["address"], prefixlen=req["prefixlen"],
+                                     gateway=req["gateway"], ipv6=req.get("ipv6", False),
+                                     address6=req.get("address6"), mac=req.get("mac")))
+
+
+class MapHelper:
+    """The id maps, made by a fork of the child taken before it unshares.
+
+    newuidmap/newgidmap must run outside the new user namespace, on the pid
+    of a process inside it: the helper stays outside. It plans the maps
+    (getsubids or /etc/subuid, /etc/subgid) while the child unshares, waits
+    for `go()`, runs the helpers on the child's pid (or nothing, for a
+    single-id map the child writes itself), and reports through a pipe:
+    {"single": bool, "warning": str|None} or {"error": one line}. The
+    launcher takes no part: it is busy importing the engine meanwhile.
+    """
+
+    def __init__(self, source: str, close: tuple[int, ...] = ()):
+        go_r, self._go = os.pipe()
+        self._result, res_w = os.pipe()
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for fd in (self._go, self._result, *close):  # the control socket: EOF must mean the child died
+                    os.close(fd)
+                sc.set_pdeathsig(signal.SIGKILL)
+                if os.getppid() == me:
+                    code = self._serve(source, me, go_r, res_w)
+            except BaseException:  # noqa: BLE001 - a bug: its traceback
+                _print_exc()
+            os._exit(code)
+        self.pid = pid
+        os.close(go_r)
+        os.close(res_w)
+
+    @staticmethod
+    def _serve(source: str, child: int, go_r: int, res_w: int) -> int:
+        out: dict[str, Any] = {}
+        try:
+            plan = idmap.plan_maps(source)  # module attribute: the harness's zygote caches it
+            out = {"single": plan.single, "warning": plan.warning}
+            if os.read(go_r, 1) != b"g":
+                return 1  # the child gave up
+            if not plan.single:
+                idmap.apply_helpers(plan, child)
+        except UserError as e:
+            out = {"error": str(e)}
+        except OSError as e:  # out of fds while planning, ...: named, not hidden behind a single-id map
+            out = {"error": describe(e)}
+        os.write(res_w, json.dumps(out).encode())
+        return 0
+
+    def go(self) -> dict[str, Any]:
+        """The user namespace exists: map it; the helper's report."""
+        try:
+            os.write(self._go, b"g")
+        except BrokenPipeError:
+            pass  # it failed before (its report says why)
+        os.close(self._go)
+        chunks = []
+        while True:
+            data = os.read(self._result, 65536)
+            if not data:
+                break
+            chunks.append(data)
+        os.close(self._result)
+        os.waitpid(self.pid, 0)
+        try:
+            return json.loads(b"".join(chunks))
+        except ValueError:
+            return {"error": "the id-map helper failed (see above)"}
+
+
+def _print_exc() -> None:
+    try:
+        import traceback
+
+        os.write(2, traceback.format_exc().encode())
+    except BaseException:  # noqa: BLE001
+        pass
+
+
+def _after_fork(keep: int) -> None:
+    """Make the fork of the launcher look like a fresh process: default signal handling, an
+    empty signal mask, no descriptors but stdio and `keep`, the launcher's objects left alone."""
+    import gc
+
+    gc.freeze()  # the launcher's objects are never collected here: their descriptors are not ours
+    try:
+        signal.set_wakeup_fd(-1)  # trio's
+    except (ValueError, OSError):
+        pass
+    for s in signal.valid_signals():
+        if s not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(s, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in a new interpreter: EPIPE, not death
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def forked(fd: int, cfg: dict[str, Any]) -> NoReturn:
+    """The child's life, in the fork the launcher made: its exit status is the command's."""
+    timing.phase("imports")
+    code = 1
+    try:
+        _after_fork(fd)
+        code = run(socket.socket(fileno=fd), cfg)
+    except BaseException:  # noqa: BLE001 - a bug: its traceback
+        _print_exc()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
+
+
+def run(sock: socket.socket, cfg: dict[str, Any]) -> int:
+    child = Child(sock, cfg)
     try:
         child.check_parent()
+        maps = MapHelper(cfg.get("subid_source", "auto"), close=(sock.fileno(),))
         child.unshare_user()
-        child.send({"type": "unshared"})
-        m = child.expect("map")
-        child.become_root(bool(m.get("self")))
+        timing.phase("user namespace")
+        m = maps.go()
+        if "error" in m:
+            raise ChildError(m["error"])
+        if m.get("warning") and not cfg.get("quiet"):
+            child.warn(m["warning"])
+        child.become_root(bool(m.get("single")))
+        timing.phase("id maps")
         child.set_propagation()
         child.setup_net()
         for name, hook in SETUP_HOOKS:
             hook(child)
         child.copy_up()
         child.bind_files()
+        timing.phase("mounts, network namespace")
+        tap, tap_fds = child.make_tap()
+        if tap_fds:
+            timing.phase("tap")
     except ChildError as e:
         child.send({"type": "error", "message": str(e)})
         return 1
@@ -564,7 +727,12 @@ def run(sock: socket.socket) -> int:
                 signal.signal(s, child.forward)
             except (OSError, ValueError):
                 pass
-    child.send({"type": "ready", "pid": os.getpid(), "staging": child.staging})
+    try:
+        child.send({"type": "ready", "pid": os.getpid(), "staging": child.staging, **tap}, tap_fds)
+    finally:
+        for fd in tap_fds:
+            os.close(fd)
+    timing.phase("ready")
     threading.Thread(target=child.serve, name="control", daemon=True).start()
     child.start_event.wait()
     # A signal that arrives between the pending check and the command's pid being known
@@ -577,9 +745,12 @@ def run(sock: socket.socket) -> int:
     # tree can be killed when the command exits or the launcher dies.
     sc.set_child_subreaper()
     child.cmd_pid = child.spawn()
+    timing.phase("command forked")
     signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)  # anything that came meanwhile goes to the command now
     code = child.wait_command()
+    timing.phase("command exited")
     kill_descendants()
+    timing.phase("what the command left killed")
     return code
 
 
@@ -587,15 +758,3 @@ def run(sock: socket.socket) -> int:
 # control ops here: (name, callable(child)) run after the netns exists.
 SETUP_HOOKS: list[tuple[str, Callable[[Child], None]]] = []
 
-
-def main() -> None:
-    fd = int(sys.argv[1])
-    sock = socket.socket(fileno=fd)
-    code = run(sock)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,9 @@ in a thread of the child); the parent side is trio.
 from __future__ import annotations
 
 import array
+import errno
 import json
+import os
 import socket
 from typing import Any
 
@@ -53,9 +55,19 @@ def send_msg(sock: socket.socket, msg: dict[str, Any], fds: tuple[int, ...] | li
         sock.send(data)
 
 
+def _check_truncated(flags: int, fds: list[int]) -> None:
+    """Descriptors were dropped on the way in: the kernel does that when this process has no
+    room for them (our buffer fits MAX_FDS), so say so rather than go on without them."""
+    if flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            socket.close(fd)
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
 def recv_msg(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     """Next message and its fds; (None, []) at EOF."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MSG, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+    data, fds, flags, _addr = socket.recv_fds(sock, MAX_MSG, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+    _check_truncated(flags, fds)
     if not data:
         for fd in fds:
             socket.close(fd)
@@ -88,8 +100,9 @@ class AsyncControl:
 
     async def recv(self) -> tuple[dict[str, Any] | None, list[int]]:
         space = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
-        data, anc, _flags, _addr = await self.sock.recvmsg(MAX_MSG, space, socket.MSG_CMSG_CLOEXEC)
+        data, anc, flags, _addr = await self.sock.recvmsg(MAX_MSG, space, socket.MSG_CMSG_CLOEXEC)
         fds = _fds_from_ancdata(anc)
+        _check_truncated(flags, fds)
         if not data:
             for fd in fds:
                 socket.close(fd)

@@ -1,14 +1,21 @@
-"""ns.launcher: the parent side of the namespaces — spawn the child, map ids, report ready.
+"""ns.launcher: the parent side of the namespaces — fork the child, report ready.
 
 Namespace mechanics only: this module knows nothing of the network engine,
-port drivers or the API (rootlessnet/instance.py composes those). 
+port drivers or the API (rootlessnet/instance.py composes those).
 
-`open_namespaces(opts, state, setup)` is a trio async context manager that
-spawns the namespace child, writes its id maps, lets `setup(ns, nursery)` do
-whatever the caller needs while the namespaces exist but the command has not
-started (the instance starts its engine, ports and API there, and confines
-itself), then writes `STATE/child_pid` — the readiness signal, as with
-rootlesskit — and starts the command. Leaving it kills what is left.
+`spawn(opts, state)` forks the namespace child; it sets itself up (user
+namespace, id maps through newuidmap/newgidmap, mounts, network namespace,
+tap) while this process goes on, e.g. importing trio and the engine.
+`open_namespaces(opts, state, setup, spawned)` is a trio async context
+manager that waits for the child to be ready (forking it first if `spawned`
+is None), lets `setup(ns, nursery)` do whatever the caller needs while the
+namespaces exist but the command has not started (the instance starts its
+engine, ports and API there, and confines itself), then writes
+`STATE/child_pid` — the readiness signal, as with rootlesskit — and starts
+the command. Leaving it kills what is left.
+
+Nothing here imports trio at module level: the command line forks the child
+before trio is loaded.
 """
 
 from __future__ import annotations
@@ -19,18 +26,26 @@ import socket
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
-
-import trio
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from rootlessnet.errors import UserError
-from rootlessnet.ns import idmap
 from rootlessnet.ns import statedir as sd
-from rootlessnet.ns.control import AsyncControl
+from rootlessnet.ns import timing
+
+if TYPE_CHECKING:
+    import trio
+
+    from rootlessnet.ns.control import AsyncControl
 
 NET_MODES = ("own", "detached", "host")
 SETUP_TIMEOUT = 60.0
 NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, signal.SIGSTOP}
+# What the child may import after the fork. Loaded before forking when other threads exist:
+# one of them could hold the import lock of a module the child then imports, and never release
+# it there. A single-threaded launcher (the command line) leaves them to the child, which
+# imports them while this process imports the engine.
+CHILD_MODULES = ("rootlessnet.ns.child", "rootlessnet.ns.tap", "rootlessnet.ns.execd", "rootlessnet.ns.idmap",
+                 "rootlessnet.ns.netdev", "subprocess", "tempfile", "selectors", "traceback", "json")
 
 
 @dataclass
@@ -50,49 +65,145 @@ class NamespaceOptions:
     env: dict[str, str] = field(default_factory=dict)
     bind_etc: list[str] = field(default_factory=list)  # state files bound over /etc/NAME (own netns)
     quiet: bool = False
+    # the tap the child creates in the netns once it exists and sends with "ready" (ns.tap's
+    # parameters: name, mtu, address, prefixlen, gateway, ipv6, address6, vnet); None: no tap
+    tap: dict[str, Any] | None = None
 
 
 class ChildProcess:
-    """The namespace child, spawned from the calling thread and awaited through a pidfd.
+    """The namespace child: a fork of this process, made from the calling thread, awaited through a pidfd.
 
-    Not `trio.lowlevel.open_process`: that calls Popen on a worker thread, and
-    the child's parent-death signal fires when the thread that forked it exits
-    (PR_SET_PDEATHSIG is per thread) — trio retires idle worker threads after
-    10 s, which would kill every instance 10 s after it started.
+    Forked from the thread that calls (the main thread, or the one running
+    trio), never from one of trio's worker threads: the child's parent-death
+    signal fires when the thread that forked it exits (PR_SET_PDEATHSIG is per
+    thread), and trio retires idle worker threads after 10 s, which would kill
+    every instance 10 s after it started.
+
+    The fork runs `ns.child.forked(fd, cfg)` and never returns here. It keeps
+    stdin, stdout, stderr and the control socket; every other descriptor is
+    closed (as a spawned process's would be).
     """
 
-    def __init__(self, argv: list[str], pass_fds: tuple[int, ...]):
-        import subprocess
+    def __init__(self, sock: socket.socket, cfg: dict[str, Any]):
+        import threading
 
-        self._popen = subprocess.Popen(argv, pass_fds=pass_fds)
-        self.pid = self._popen.pid
-        self._pidfd = os.pidfd_open(self.pid)
+        if threading.active_count() > 1:
+            _preload_child_modules()
+        for f in (sys.stdout, sys.stderr):  # what is buffered would be written twice
+            try:
+                f.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        fd = sock.fileno()
+        pid = os.fork()
+        if pid == 0:  # nothing may return from here into the caller's stack
+            try:
+                timing.forked("child")
+                from rootlessnet.ns.child import forked
 
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
+                forked(fd, cfg)  # never returns
+            except BaseException:  # noqa: BLE001 - a bug: its traceback, then out
+                try:
+                    import traceback
+
+                    os.write(2, traceback.format_exc().encode())
+                except BaseException:  # noqa: BLE001
+                    pass
+            os._exit(1)
+        self.pid = pid
+        self.returncode: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except OSError:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
 
     async def wait(self) -> int:
-        if self._popen.returncode is None:
+        """The exit status as subprocess gives it (-N: killed by signal N)."""
+        if self.returncode is None:
             if self._pidfd >= 0:
+                import trio
+
                 await trio.lowlevel.wait_readable(self._pidfd)
-            self._popen.wait()
-            self._close_pidfd()
-        return self._popen.returncode
+            self._reap()
+        assert self.returncode is not None
+        return self.returncode
+
+    def _reap(self) -> None:
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # reaped by someone else: the status is lost
+            self.returncode = 255
+        self._close_pidfd()
 
     def _close_pidfd(self) -> None:
         if self._pidfd >= 0:
-            trio.lowlevel.notify_closing(self._pidfd)
+            if "trio" in sys.modules:
+                try:
+                    sys.modules["trio"].lowlevel.notify_closing(self._pidfd)
+                except RuntimeError:  # not inside trio
+                    pass
             os.close(self._pidfd)
             self._pidfd = -1
 
     def kill(self) -> None:
-        if self._popen.returncode is None:
-            self._popen.kill()
+        self.send_signal(signal.SIGKILL)
 
     def send_signal(self, signum: int) -> None:
-        if self._popen.returncode is None:
-            self._popen.send_signal(signum)
+        if self.returncode is None and self._pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signum)
+            except ProcessLookupError:
+                pass
+
+    def discard(self) -> None:
+        """Kill and reap it (synchronously), if it was never awaited."""
+        if self.returncode is None:
+            self.kill()
+            self._reap()
+
+
+def _preload_child_modules() -> None:
+    import importlib
+
+    for name in CHILD_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+@dataclass
+class Spawned:
+    """A namespace child forked by `spawn`, not yet awaited by `open_namespaces`."""
+
+    process: ChildProcess
+    sock: socket.socket  # the parent's end of the control channel
+
+    def discard(self) -> None:
+        self.process.discard()
+        self.sock.close()
+
+
+def spawn(opts: NamespaceOptions, state: sd.StateDir) -> Spawned:
+    """Fork the namespace child, which starts setting itself up at once.
+
+    `state` must be acquired (locked) by the caller. Call from the thread that
+    will run trio (see ChildProcess)."""
+    cfg = _child_config(opts, state)
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        try:
+            process = ChildProcess(child_sock, cfg)
+        finally:
+            child_sock.close()
+    except BaseException:
+        parent_sock.close()
+        raise
+    timing.phase("namespace child forked")
+    return Spawned(process, parent_sock)
 
 
 @dataclass
@@ -104,6 +215,16 @@ class Namespaces:
     process: ChildProcess
     control: AsyncControl
     info: dict[str, Any] = field(default_factory=dict)  # what the child reported ("staging", ...)
+    tap: tuple[int, dict[str, Any]] | None = None  # (fd, {"vnet", "offload"}): the tap the child made, until taken
+    tap_error: str | None = None  # why the child could not make it
+
+    def take_tap(self) -> tuple[int, dict[str, Any]]:
+        """The tap the child created (NamespaceOptions.tap); the caller owns the fd. Raises ValueError
+        with the child's reason when there is none."""
+        if self.tap is None:
+            raise ValueError(self.tap_error or "no tap was asked for")
+        tap, self.tap = self.tap, None
+        return tap
 
     @property
     def child_pid(self) -> int:
@@ -126,7 +247,7 @@ class Namespaces:
             pass
 
 
-Setup = Callable[[Namespaces, trio.Nursery], Awaitable[None]]
+Setup = Callable[[Namespaces, "trio.Nursery"], Awaitable[None]]
 
 
 def warn(opts: NamespaceOptions, text: str) -> None:
@@ -134,63 +255,32 @@ def warn(opts: NamespaceOptions, text: str) -> None:
         print(f"rootlessnet: warning: {text}", file=sys.stderr, flush=True)
 
 
-def _child_argv(fd: int) -> list[str]:
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    code = f"import sys; sys.path.insert(0, {pkg_parent!r}); from rootlessnet.ns.child import main; main()"
-    return [sys.executable, "-c", code, str(fd)]
-
-
-async def _run_in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """trio.to_thread.run_sync in a thread that is gone when this returns.
-
-    trio keeps idle worker threads for 10 s, and Landlock before ABI 8
-    restricts only the thread that asks: the launcher must be single-threaded
-    when it confines itself. Not cancellable, like to_thread's default.
-    """
-    import threading
-
-    import outcome
-
-    token = trio.lowlevel.current_trio_token()
-    done = trio.Event()
-    box: list[Any] = []
-
-    def body() -> None:
-        box.append(outcome.capture(fn, *args))
-        token.run_sync_soon(done.set)
-
-    thread = threading.Thread(target=body, name="rootlessnet-idmap", daemon=True)
-    thread.start()
-    with trio.CancelScope(shield=True):
-        await done.wait()
-    thread.join()
-    return box[0].unwrap()
-
-
-async def _bootstrap(ns: Namespaces, plan: idmap.MapPlan, cfg: dict[str, Any]) -> None:
-    ctl = ns.control
-    await ctl.send({"type": "config", "config": cfg})
-
-    async def expect(kind: str) -> dict[str, Any]:
-        msg, fds = await ctl.recv()
+async def _bootstrap(ns: Namespaces) -> None:
+    """Wait for the child's "ready" (or its one-line error)."""
+    msg, fds = await ns.control.recv()
+    if msg is None:
         for fd in fds:
             os.close(fd)
-        if msg is None:
-            rc = await ns.process.wait()
-            raise UserError(f"the namespace child exited during set-up (status {rc})")
-        if msg.get("type") == "error":
+        rc = await ns.process.wait()
+        raise UserError(f"the namespace child exited during set-up (status {rc})")
+    kind = msg.get("type")
+    if kind != "ready":
+        for fd in fds:
+            os.close(fd)
+        if kind == "error":
             raise UserError(msg.get("message", "namespace set-up failed"))
-        if msg.get("type") != kind:
-            raise UserError(f"namespace set-up: unexpected message {msg.get('type')!r}")
-        return msg
-
-    await expect("unshared")
-    if plan.single:
-        await ctl.send({"type": "map", "self": True})
+        raise UserError(f"namespace set-up: unexpected message {kind!r}")
+    tap = msg.pop("tap", None)
+    ns.tap_error = msg.pop("tap_error", None)
+    if tap is not None and len(fds) == 1:
+        os.set_blocking(fds[0], False)
+        ns.tap = (fds[0], tap)
     else:
-        await _run_in_own_thread(idmap.apply_helpers, plan, ns.process.pid)
-        await ctl.send({"type": "map", "self": False})
-    ns.info.update(await expect("ready"))
+        for fd in fds:
+            os.close(fd)
+        if tap is not None:
+            ns.tap_error = "the namespace child did not send the tap device"
+    ns.info.update(msg)
 
 
 def _child_config(opts: NamespaceOptions, state: sd.StateDir) -> dict[str, Any]:
@@ -206,7 +296,7 @@ def _child_config(opts: NamespaceOptions, state: sd.StateDir) -> dict[str, Any]:
         "uid": os.getuid(),
         "gid": os.getgid(),
         "state_dir": state.path,
-        "command": opts.command,
+        "command": list(opts.command),
         "env": env,
         # the child's own vocabulary: "host" keeps the host netns, anything else makes one
         "net": "host" if opts.net_mode == "host" else "none",
@@ -219,6 +309,9 @@ def _child_config(opts: NamespaceOptions, state: sd.StateDir) -> dict[str, Any]:
         "copy_up": [os.path.abspath(d) for d in opts.copy_up],
         "propagation": opts.propagation,
         "bind_etc": list(opts.bind_etc) if opts.net_mode == "own" else [],
+        "subid_source": opts.subid_source,
+        "quiet": opts.quiet,
+        "tap": dict(opts.tap) if opts.tap is not None and opts.net_mode != "host" else None,
     }
 
 
@@ -233,42 +326,47 @@ def remove_staging(info: dict[str, Any]) -> None:
 
 
 @asynccontextmanager
-async def open_namespaces(opts: NamespaceOptions, state: sd.StateDir, setup: Setup | None = None
-                          ) -> AsyncIterator[Namespaces]:
-    """Spawn the child in new namespaces; run `setup`; write child_pid; start the command.
+async def open_namespaces(opts: NamespaceOptions, state: sd.StateDir, setup: Setup | None = None,
+                          spawned: Spawned | None = None) -> AsyncIterator[Namespaces]:
+    """Wait for the child (forked now unless `spawned`); run `setup`; write child_pid; start the command.
 
     `state` must be acquired (locked) by the caller, who also releases it.
+    `spawned` (from `spawn(opts, state)`) is owned from here on.
     """
-    plan = idmap.plan_maps(opts.subid_source)
-    if plan.warning:
-        warn(opts, plan.warning)
-    cfg = _child_config(opts, state)
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    import trio
+
+    from rootlessnet.ns.control import AsyncControl
+
+    if spawned is None:
+        spawned = spawn(opts, state)
+    process = spawned.process
     try:
-        try:
-            process = ChildProcess(_child_argv(child_sock.fileno()), pass_fds=(child_sock.fileno(),))
-        finally:
-            child_sock.close()
+        control = AsyncControl(spawned.sock)
     except BaseException:
-        parent_sock.close()
+        spawned.discard()
         raise
-    ns = Namespaces(opts, state, process, AsyncControl(parent_sock))
+    ns = Namespaces(opts, state, process, control)
     try:
         with trio.move_on_after(SETUP_TIMEOUT) as timeout:
-            await _bootstrap(ns, plan, cfg)
+            await _bootstrap(ns)
         if timeout.cancelled_caught:
             raise UserError(f"namespace set-up did not finish in {SETUP_TIMEOUT:.0f} s")
+        timing.phase("namespace child ready")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ns.control.serve)
             if setup is not None:
                 await setup(ns, nursery)
             state.write(sd.CHILD_PID, f"{process.pid}\n")
             await ns.control.request("start")
+            timing.phase("command started")
             try:
                 yield ns
             finally:
                 nursery.cancel_scope.cancel()
     finally:
+        if ns.tap is not None:
+            os.close(ns.tap[0])
+            ns.tap = None
         if process.returncode is None:
             process.kill()
             with trio.CancelScope(shield=True):
@@ -293,6 +391,8 @@ async def forward_until_exit(receiver: AsyncIterator[int], target: Any) -> int:
     Open the receiver before the namespaces, so that a signal during set-up
     is kept and forwarded instead of killing the launcher.
     """
+    import trio
+
     async with trio.open_nursery() as nursery:
 
         async def pump() -> None:
