@@ -39,6 +39,17 @@ NOT_FORWARDED = {signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGKILL, 
 PDEATH_SIG = signal.SIGRTMIN + 3
 
 
+
+def _handle_all(handler: Any, skip: Any = (signal.SIGKILL, signal.SIGSTOP)) -> None:
+    """Every signal but `skip` goes to `handler` (SIG_DFL, or a function); those the
+    interpreter cannot set are left as they are."""
+    for s in signal.valid_signals():
+        if s not in skip:
+            try:
+                signal.signal(s, handler)
+            except (OSError, ValueError):
+                pass
+
 def descendants(root: int) -> list[int]:
     """Pids below `root` (from /proc; we are a subreaper, so orphans stay below us)."""
     fast = _descendants_by_children_files(root)
@@ -474,12 +485,7 @@ class Child:
         # in the fork: only this thread exists
         try:
             sc.set_pdeathsig(signal.SIGKILL)
-            for s in signal.valid_signals():
-                if s not in (signal.SIGKILL, signal.SIGSTOP):
-                    try:
-                        signal.signal(s, signal.SIG_DFL)
-                    except (OSError, ValueError):
-                        pass
+            _handle_all(signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             self.sock.close()
             if pidns:
@@ -534,12 +540,7 @@ def _pid1_init(argv: list[str], env: dict[str, str]) -> int:
         except ProcessLookupError:
             pass
 
-    for s in signal.valid_signals():
-        if s not in NOT_FORWARDED:
-            try:
-                signal.signal(s, fwd)
-            except (OSError, ValueError):
-                pass
+    _handle_all(fwd, NOT_FORWARDED)
     while True:
         try:
             got, status = os.waitpid(-1, 0)
@@ -649,12 +650,7 @@ def _after_fork(keep: int) -> None:
         signal.set_wakeup_fd(-1)  # trio's
     except (ValueError, OSError):
         pass
-    for s in signal.valid_signals():
-        if s not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(s, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
+    _handle_all(signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in a new interpreter: EPIPE, not death
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     try:
@@ -721,12 +717,7 @@ def run(sock: socket.socket, cfg: dict[str, Any]) -> int:
 
         # forked while single-threaded, before the control thread: STATE/exec.sock runs commands fast
         execd.start(child.state_dir, main_netns=child.netns_path, close=(child.sock.fileno(),))
-    for s in signal.valid_signals():
-        if s not in NOT_FORWARDED:
-            try:
-                signal.signal(s, child.forward)
-            except (OSError, ValueError):
-                pass
+    _handle_all(child.forward, NOT_FORWARDED)
     try:
         child.send({"type": "ready", "pid": os.getpid(), "staging": child.staging, **tap}, tap_fds)
     finally:
