@@ -4,22 +4,14 @@ verdicts and the --only plan. Nothing is measured here: timings are never assert
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import pathlib
-
 import pytest
 
-BENCH = pathlib.Path(__file__).resolve().parent.parent / "hack" / "bench"
+from tests.scripts import load_hack_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    loader = importlib.machinery.SourceFileLoader("hack_bench", str(BENCH))
-    spec = importlib.util.spec_from_loader("hack_bench", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return load_hack_script("bench")
 
 
 def test_percentile_nearest_rank(bench):

@@ -7,8 +7,6 @@ its programs drive real connections through every TCP state.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
 import re
 import subprocess
@@ -24,6 +22,7 @@ from rootlessnet.wire.ipv4 import Ipv4Packet
 from rootlessnet.wire.tcp import TcpSegment
 from tests.fuzz import driver, model, ops, seeds
 from tests.fuzz.invariants import Checks
+from tests.scripts import load_hack_script
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = ROOT / "hack" / "fuzz"
@@ -181,16 +180,8 @@ def test_a_broken_frame_is_caught(templates, monkeypatch):
     assert f is not None and f.kind == "invariant" and "does not parse" in f.detail, f
 
 
-def _load_hack_fuzz():
-    loader = importlib.machinery.SourceFileLoader("hack_fuzz", str(FUZZ))
-    spec = importlib.util.spec_from_loader("hack_fuzz", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
-
-
 def test_the_report_and_exit_status_follow_failures(templates, tmp_path, monkeypatch, capsys):
-    hf = _load_hack_fuzz()
+    hf = load_hack_script("fuzz")
     args = hf.argparse.Namespace(frames=10, seed=1, progress=1e9, artifacts=str(tmp_path), tracemalloc=False)
     run = hf.Run(args, templates, driver, __import__("tests.fuzz.invariants", fromlist=["x"]), ops)
     run.one(HTTP)
